@@ -1,0 +1,3 @@
+from .peft_backbone import PEFTBackbone
+
+__all__ = ['PEFTBackbone']

@@ -1,0 +1,54 @@
+"""What a PEFT method is.
+
+A method does two things to a backbone, both at build time:
+
+1. ``inject(backbone)``: add its modules (adapters, prompts, low-rank branches ...) in place. Pure
+   parameter-selection methods (BitFit, LayerNorm tuning) inject nothing.
+2. ``trainable_patterns(backbone)``: declare which parameters train, as regular expressions matched
+   at the start of the backbone's parameter names.
+
+:func:`mmpeft.backbones.PEFTBackbone` then freezes everything else (:mod:`mmpeft.peft.policy`), so a
+config line ``method=dict(type='BitFit')`` switches methods. Mergeable methods (LoRA, SSF) also
+implement ``merge(backbone)``, folding their modules into the frozen weights.
+"""
+from typing import List
+
+import torch.nn as nn
+
+
+class PEFTMethod:
+    """Base class of every PEFT method.
+
+    Args:
+        frozen_eval: keep frozen norm and dropout / drop-path modules in eval mode during training,
+            so the frozen encoder computes exactly what it was pretrained to compute (BatchNorm
+            statistics are not updated, no dropout). The papers do not say; True is our default.
+    """
+
+    #: whether an empty trainable set inside the backbone is expected (decoders-only / linear probe)
+    allows_empty: bool = False
+    #: whether ``merge`` folds the method into the frozen weights
+    mergeable: bool = False
+
+    def __init__(self, frozen_eval: bool = True):
+        self.frozen_eval = frozen_eval
+
+    def inject(self, backbone: nn.Module) -> None:
+        """Add the method's modules to ``backbone`` in place (default: nothing)."""
+
+    def init_weights(self, backbone: nn.Module) -> None:
+        """Re-initialise injected modules after the backbone's own ``init_weights`` (default: nothing).
+
+        Backbones re-initialise every ``nn.Linear`` they contain when no pretrained checkpoint is
+        given, which would undo e.g. a zero-initialised up-projection; this runs after that.
+        """
+
+    def trainable_patterns(self, backbone: nn.Module) -> List[str]:
+        """Regular expressions of the trainable parameter names, relative to ``backbone``."""
+        raise NotImplementedError
+
+    def merge(self, backbone: nn.Module) -> None:
+        raise NotImplementedError(f'{type(self).__name__} cannot be merged into the frozen weights')
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'

@@ -1,0 +1,164 @@
+"""The trainable-parameter policy: freeze everything, then enable exactly what is declared.
+
+A policy is applied when the model is built (inside ``__init__`` of a PEFT backbone, or by
+:class:`~mmpeft.hooks.PEFTFreezeHook` before DDP sees the model), so the optimizer and DDP only ever
+see the trainable set. Patterns are Python regular expressions matched with ``re.match`` against
+parameter names, i.e. anchored at the start of the name (``'neck'`` matches ``neck.conv.weight``;
+``r'backbone\\..*norm'`` matches ``backbone.stages.0.norm1.weight``).
+"""
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch.nn as nn
+
+Patterns = Union[str, Sequence[str], None]
+
+
+def _as_list(patterns: Patterns) -> List[str]:
+    if patterns is None:
+        return []
+    if isinstance(patterns, str):
+        return [patterns]
+    return list(patterns)
+
+
+def match_names(names: Iterable[str], patterns: Patterns,
+                what: str = 'trainable') -> Tuple[List[str], Dict[str, List[str]]]:
+    """Names matched by any pattern, and for each pattern the names it matched.
+
+    Raises:
+        ValueError: naming every pattern that matches no name (a typo would otherwise silently
+            freeze what the user meant to train).
+    """
+    names = list(names)
+    pats = _as_list(patterns)
+    per_pattern: Dict[str, List[str]] = {}
+    matched = set()
+    for p in pats:
+        try:
+            rx = re.compile(p)
+        except re.error as e:
+            raise ValueError(f'{what} pattern {p!r} is not a valid regular expression: {e}') from e
+        hits = [n for n in names if rx.match(n)]
+        per_pattern[p] = hits
+        matched.update(hits)
+    empty = [p for p, hits in per_pattern.items() if not hits]
+    if empty:
+        sample = ', '.join(names[:8]) + (', ...' if len(names) > 8 else '')
+        raise ValueError(
+            f'{what} pattern(s) {empty} match no parameter of the model '
+            f'(patterns are regular expressions matched at the start of names such as: {sample})')
+    return [n for n in names if n in matched], per_pattern
+
+
+def apply_trainable(model: nn.Module, trainable: Patterns, frozen: Patterns = None,
+                    allow_empty: bool = False) -> List[str]:
+    """Freeze every parameter of ``model``, then enable those matching ``trainable``.
+
+    Args:
+        model: the module whose parameters are set.
+        trainable: pattern(s) of the parameters to train.
+        frozen: pattern(s) removed again from the trainable set (e.g. a head's frozen part).
+        allow_empty: allow an empty trainable set (e.g. a PEFT backbone whose trainable part lives
+            elsewhere in the model); otherwise it is an error.
+
+    Returns:
+        The names of the trainable parameters, in ``named_parameters`` order.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    enabled, _ = match_names(names, trainable, 'trainable')
+    if frozen:
+        disabled, _ = match_names(names, frozen, 'frozen')
+        enabled = [n for n in enabled if n not in set(disabled)]
+    if not enabled and not allow_empty:
+        raise ValueError(f'the trainable set of {type(model).__name__} is empty: '
+                         f'patterns {_as_list(trainable)} leave nothing to train')
+    keep = set(enabled)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in keep)
+    return enabled
+
+
+def set_frozen_eval(model: nn.Module, patterns: Patterns) -> List[str]:
+    """Put the modules whose names match ``patterns`` in eval mode (norm statistics, dropout).
+
+    Returns the names of the modules switched. Call it after every ``model.train()``.
+    """
+    pats = [re.compile(p) for p in _as_list(patterns)]
+    switched = []
+    for name, m in model.named_modules():
+        if name and any(p.match(name) for p in pats):
+            m.eval()
+            switched.append(name)
+    return switched
+
+
+def frozen_norm_and_dropout_modules(model: nn.Module) -> List[str]:
+    """Names of norm / dropout modules none of whose own parameters is trainable.
+
+    Keeping them in eval mode makes a frozen module behave exactly as it did when pretrained (running
+    statistics are not updated, dropout and drop-path are off).
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.dropout import _DropoutNd
+    kinds: Tuple[type, ...] = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, _DropoutNd)
+    # timm / mmcv drop-path modules share no base class: matched by class name.
+    out = []
+    for name, m in model.named_modules():
+        own = list(m.parameters(recurse=False))
+        is_kind = isinstance(m, kinds) or type(m).__name__ in ('DropPath', 'DropBlock')
+        if name and is_kind and not any(p.requires_grad for p in own):
+            out.append(name)
+    return out
+
+
+def trainable_names(model: nn.Module) -> List[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def optimizer_param_names(model: nn.Module, optimizer) -> List[str]:
+    """Names (in ``model``) of the parameters an optimizer holds; unknown tensors as ``<unnamed>``."""
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    out = []
+    for g in optimizer.param_groups:
+        for p in g['params']:
+            out.append(by_id.get(id(p), '<unnamed>'))
+    return out
+
+
+def restrict_optimizer(optimizer, keep: Optional[Iterable] = None) -> int:
+    """Drop from an optimizer's groups every parameter with ``requires_grad=False``.
+
+    Groups are kept (possibly empty) so that parameter schedulers, which index groups, stay aligned.
+    Returns the number of parameters removed. Only valid before the optimizer has state for them.
+    """
+    removed = 0
+    for g in optimizer.param_groups:
+        before = len(g['params'])
+        g['params'] = [p for p in g['params'] if p.requires_grad]
+        removed += before - len(g['params'])
+    for p in list(optimizer.state.keys()):
+        if not p.requires_grad:
+            del optimizer.state[p]
+    return removed
+
+
+def keep_in_eval(module: nn.Module, names: Sequence[str]):
+    """Keep the named sub-modules of ``module`` in eval mode whenever ``module`` runs in training.
+
+    Implemented as a forward pre-hook, so it survives every ``model.train()`` a runner calls and needs
+    no subclass. Returns the hook handle (``.remove()`` undoes it).
+    """
+    subs = dict(module.named_modules())
+    missing = [n for n in names if n not in subs]
+    if missing:
+        raise KeyError(f'modules {missing} not found in {type(module).__name__}')
+    targets = [subs[n] for n in names]
+
+    def _pre_hook(mod, args):
+        if mod.training:
+            for m in targets:
+                if m.training:
+                    m.eval()
+
+    return module.register_forward_pre_hook(_pre_hook)

@@ -1,0 +1,165 @@
+"""Fixes for the pinned stack (torch 2.13, mmengine 0.10.7), applied once on ``import mmpeft``.
+
+1. ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, but mmengine 0.10.7 loads its own
+   checkpoints (which pickle ``HistoryBuffer``, numpy scalars, config strings ...) with a plain
+   ``torch.load``: ``resume=True`` and ``load_from`` fail. mmengine's checkpoint module and its hub
+   helper get a ``torch`` whose ``load`` defaults to ``weights_only=False`` (the behaviour those
+   releases were written for). Only these two modules are touched; ``torch.load`` itself is not.
+   As before torch 2.6, load checkpoints only from sources you trust.
+2. mmengine's local file backend writes checkpoints in place, so an interrupted save leaves a
+   truncated file where the last good checkpoint was. ``LocalBackend.put`` / ``put_text`` now write a
+   temporary file in the same folder and ``os.replace`` it (atomic on POSIX).
+3. Delta (trainable-only) checkpoints written by :class:`mmpeft.hooks.DeltaCheckpointHook` are
+   expanded to full checkpoints (base weights + delta) wherever mmengine loads a checkpoint
+   (``load_from``, ``resume``, ``init_cfg=dict(type='Pretrained')``, ``tools/test.py``), see
+   :func:`mmpeft.utils.delta.expand_delta_checkpoint`.
+4. mmengine's default optimizer constructor hands *all* parameters to the optimizer unless
+   ``paramwise_cfg`` is set, and with it logs one warning per frozen parameter. Frozen parameters
+   (``requires_grad=False`` when the optimizer is built) are now left out in both cases, with one
+   summary line, so a model frozen at build time gives an optimizer of exactly its trainable set.
+5. mmengine wraps CPU models in DDP with ``device_ids=[LOCAL_RANK]``, which torch rejects for CPU
+   modules; on CPU (gloo) the wrapper is now built with ``device_ids=None``.
+"""
+import functools
+import logging
+import os
+import os.path as osp
+import tempfile
+import types
+
+import torch
+
+_APPLIED = False
+
+
+class _TorchWithLegacyLoad(types.ModuleType):
+    """A stand-in for the ``torch`` module whose ``load`` defaults to ``weights_only=False``."""
+
+    def __init__(self):
+        super().__init__('torch')
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(*args, **kwargs):
+        kwargs.setdefault('weights_only', False)
+        return torch.load(*args, **kwargs)
+
+
+def _atomic_write(data, filepath, mode: str, encoding=None) -> None:
+    filepath = str(filepath)
+    folder = osp.dirname(osp.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(filepath) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _patch_torch_load() -> None:
+    from mmengine.runner import checkpoint as ckpt_mod
+    from mmengine.utils.dl_utils import hub as hub_mod
+    shim = _TorchWithLegacyLoad()
+    ckpt_mod.torch = shim
+    hub_mod.torch = shim
+
+
+def _patch_atomic_put() -> None:
+    from mmengine.fileio.backends.local_backend import LocalBackend
+
+    def put(self, obj: bytes, filepath) -> None:
+        _atomic_write(obj, filepath, 'wb')
+
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+        _atomic_write(obj, filepath, 'w', encoding=encoding)
+
+    LocalBackend.put = put
+    LocalBackend.put_text = put_text
+
+
+def _patch_delta_loading() -> None:
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from .delta import expand_delta_checkpoint, is_delta_checkpoint
+    original = CheckpointLoader.load_checkpoint.__func__
+
+    @functools.wraps(original)
+    def load_checkpoint(cls, filename, map_location=None, logger='current'):
+        checkpoint = original(cls, filename, map_location, logger)
+        if is_delta_checkpoint(checkpoint):
+            checkpoint = expand_delta_checkpoint(
+                checkpoint, delta_path=filename,
+                load_fn=lambda f: original(cls, f, map_location, logger))
+        return checkpoint
+
+    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
+
+
+class _DropFrozenWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'is skipped since its requires_grad=False' not in record.getMessage()
+
+
+def _patch_optimizer_constructor() -> None:
+    from mmengine.logging import MMLogger, print_log
+    from mmengine.optim import DefaultOptimWrapperConstructor
+
+    from ..peft.policy import restrict_optimizer
+    original = DefaultOptimWrapperConstructor.__call__
+
+    @functools.wraps(original)
+    def __call__(self, model):
+        logger = MMLogger.get_current_instance()
+        filt = _DropFrozenWarnings()
+        logger.addFilter(filt)
+        try:
+            optim_wrapper = original(self, model)
+        finally:
+            logger.removeFilter(filt)
+        removed = restrict_optimizer(optim_wrapper.optimizer)
+        module = model.module if hasattr(model, 'module') else model
+        n_frozen = sum(1 for p in module.parameters() if not p.requires_grad)
+        if n_frozen:
+            print_log(f'optimizer: {n_frozen} frozen parameter tensors left out '
+                      f'({removed} removed after construction)', logger='current')
+        return optim_wrapper
+
+    DefaultOptimWrapperConstructor.__call__ = __call__
+
+
+def _patch_cpu_ddp() -> None:
+    from mmengine.model import MMDistributedDataParallel
+    original = MMDistributedDataParallel.__init__
+
+    @functools.wraps(original)
+    def __init__(self, module, detect_anomalous_params: bool = False, **kwargs):
+        on_cpu = all(p.device.type == 'cpu' for p in module.parameters())
+        if on_cpu and kwargs.get('device_ids') is not None:
+            kwargs['device_ids'] = None
+        original(self, module=module, detect_anomalous_params=detect_anomalous_params, **kwargs)
+
+    MMDistributedDataParallel.__init__ = __init__
+
+
+def apply() -> None:
+    """Apply every fix once (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _patch_torch_load()
+    _patch_atomic_put()
+    _patch_delta_loading()
+    _patch_optimizer_constructor()
+    _patch_cpu_ddp()
+    _APPLIED = True
+
+
+apply()
