@@ -1,3 +1,4 @@
 from .peft_backbone import PEFTBackbone
+from .hst_vit import HSTViT
 
-__all__ = ['PEFTBackbone']
+__all__ = ['PEFTBackbone', 'HSTViT']

@@ -1,0 +1,3 @@
+from .synthetic_seg import SyntheticSegDataset, generate_synthetic_seg
+
+__all__ = ['SyntheticSegDataset', 'generate_synthetic_seg']

@@ -52,7 +52,10 @@ def _atomic_write(data, filepath, mode: str, encoding=None) -> None:
     folder = osp.dirname(osp.abspath(filepath))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(filepath) + '.', suffix='.tmp')
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; keep what a plain open() would give
         with os.fdopen(fd, mode, encoding=encoding) as f:
             f.write(data)
             f.flush()

@@ -1,0 +1,265 @@
+"""HSTViT: Hierarchical Side-Tuning of a frozen timm plain ViT (Lin et al., HST, section 3).
+
+::
+
+    image ──► frozen timm ViT (+ Meta-Register: one learnable token per layer; block LayerNorms tuned)
+      │             │ layer i: patch tokens F_p^i (B, h, w, D), register output F_mr^i (B, N, D)
+      │             ▼
+      │        T-Bridge (W_j shared per stage): F_mg^i (B, N+1, d_j), F_fg^i (B, H_j W_j, d_j)
+      │             ▼
+      └──► Hierarchical Side Network: stem (s4) ─ stage 1 ─ s8 ─ stage 2 ─ s16 ─ stage 3 ─ s32 ─ stage 4
+                                       └─► (B, d_j, H/s_j, W/s_j), j = 1..4  ─► toolbox neck / head
+
+Trainable (set in ``__init__``, the "freeze at build time" rule): the side network, the bridge, the
+meta tokens and the ``norm1`` / ``norm2`` LayerNorms of the ViT blocks that feed the side network.
+Everything else of the ViT (embeddings, attention, MLPs, final norm) is frozen, its dropout /
+drop-path kept in eval mode.
+
+Parameter counts (``mmpeft.utils.count_params``, backbone trainable; tests/test_backbones/test_hst_vit.py
+asserts them):
+
+================================  ==========================  =================
+ViT / side network                backbone trainable          with FPN (256 ch)
+================================  ==========================  =================
+ViT-B/16, ``[32, 48, 64, 72]``    0.764M (paper: 0.78M with a VTAB head)
+ViT-B/16, ``[64, 128, 256, 384]`` 10.40M                      12.98M (paper: 13.21M)
+ViT-L/16, ``[64, 128, 256, 384]`` 19.17M                      21.75M (paper: 19.86M)
+================================  ==========================  =================
+
+The paper's ViT-L figure cannot come from the same block design with twice the Side blocks
+(6 per stage, Table 1); we keep the design that fits both ViT-B figures and report ViT-L as it is.
+
+Input sizes: any ``H x W`` of at least one ViT patch. The image is zero-padded at the bottom / right to
+multiples of 32 (then, for a patch size that does not divide 32, further to multiples of the patch for
+the ViT; the Fine-Grained branch is resized to the side network's grid either way), and the outputs
+are cropped to the part the image covers: stage ``j`` is ``ceil(H / s_j) x ceil(W / s_j)`` for
+``s_j`` = 4, 8, 16, 32 -- the sizes a ResNet or Swin gives. The ViT's position embedding is resampled
+(bicubic, by timm) to each input's token grid.
+
+Pretrained weights are loaded from a local file only (nothing is downloaded), in the layouts of
+:mod:`mmpeft.backbones.vit_checkpoint` (timm, MAE, mmpretrain, mmseg), for example::
+
+    mkdir -p pretrain && cd pretrain
+    # ImageNet-21k ViT-B/16 (paper footnote 1) -- rename so configs find it:
+    wget https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_base_patch16_224_in21k-e5005f0a.pth \\
+         -O jx_vit_base_patch16_224_in21k.pth
+    # MAE ViT-B/16 (paper footnote 2):
+    wget https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth
+
+and ``init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')``
+(or ``pretrained='...'``). Note: the in21k ViTs were trained on images normalised with mean = std =
+0.5 (127.5 in pixel units), MAE with the ImageNet mean / std; the configs set the data preprocessor
+accordingly.
+"""
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+
+from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
+from ..registry import MODELS
+from .side_network import HierarchicalSideNetwork
+from .timm_vit import (build_timm_vit, check_input, pad_to_multiple, stage_resolutions,
+                       vit_layer_outputs, vit_patch_size)
+from .transformation_bridge import TransformationBridge
+from .vit_checkpoint import LAYOUTS, load_vit_weights
+
+OUT_TYPES = ('featmap', 'pooled')
+
+
+def pretrained_checkpoint(pretrained: Optional[str], init_cfg, owner: str) -> Optional[str]:
+    """The checkpoint path given by ``pretrained`` or ``init_cfg=dict(type='Pretrained', ...)``."""
+    if pretrained is not None and init_cfg is not None:
+        raise ValueError(f'{owner}: give the checkpoint by `pretrained` or `init_cfg`, not both')
+    if pretrained is not None:
+        if not isinstance(pretrained, str):
+            raise TypeError(f'{owner}: pretrained must be a path, got {type(pretrained).__name__}')
+        return pretrained
+    if init_cfg is None:
+        return None
+    if not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained' or 'checkpoint' not in init_cfg:
+        raise ValueError(f"{owner}: init_cfg must be None or dict(type='Pretrained', checkpoint=PATH) "
+                         f'(the trainable modules have their own initialisation); got {init_cfg!r}')
+    unknown = set(init_cfg) - {'type', 'checkpoint', 'map_location'}
+    if unknown:
+        raise ValueError(f'{owner}: init_cfg keys {sorted(unknown)} are not supported '
+                         '(the ViT checkpoint layout is chosen by `checkpoint_layout`)')
+    return init_cfg['checkpoint']
+
+
+def even_depths(num_layers: int, num_stages: int, owner: str) -> List[int]:
+    if num_layers % num_stages:
+        raise ValueError(f'{owner}: the ViT has {num_layers} layers, which do not split evenly over '
+                         f'{num_stages} side-network stages; give `depths` (summing to {num_layers})')
+    return [num_layers // num_stages] * num_stages
+
+
+@MODELS.register_module()
+class HSTViT(BaseModule):
+    """Frozen timm ViT + Meta-Register + T-Bridge + Hierarchical Side Network.
+
+    Args:
+        vit_name: timm model name, e.g. ``'vit_base_patch16_224'`` (ViT-B/16) or
+            ``'vit_large_patch16_224'`` (ViT-L/16).
+        vit_kwargs: more ``timm.create_model`` arguments overriding the architecture
+            (``depth``, ``embed_dim``, ``num_heads``, ``img_size`` ...). ``img_size`` is the grid the
+            position embedding is stored at (224 for the paper's checkpoints); inputs of other sizes
+            resample it.
+        embed_dims: side-network widths ``d_j`` (Table 1: ``[32, 48, 64, 72]`` for classification,
+            ``[64, 128, 256, 384]`` for detection / segmentation).
+        num_heads: side-network heads per stage (default ``d_j // 32``: ``[2, 4, 8, 12]`` for the
+            dense dims, ``[1, 1, 2, 2]`` for the classification dims; the paper gives no value there).
+        depths: ViT layers (= Side blocks) per stage, summing to the ViT depth (default: split evenly
+            over the stages, 3 each for ViT-B, 6 each for ViT-L).
+        mlp_ratio: Side-block FFN ratio (4).
+        stem_channels: hidden width of the side network's stem (default ``d_1 // 2``).
+        kv_norm: LayerNorm on the Meta-Global tokens before the side cross-attention (off).
+        num_meta_tokens: Meta-Register tokens per ViT layer ``N`` (1, Table 6; 0 disables it).
+        use_global_token: GlobalT in the Meta-Global branch (Table 7).
+        use_fine_grained: Fine-Grained injection (Table 8).
+        share_bridge: one bridge linear per stage (Linear Weight Sharing, Table 8) or one per layer.
+        tune_vit_norms: LN tuning of the ViT blocks' ``norm1`` / ``norm2`` (Table 8).
+        drop_path_rate: stochastic depth of the Side blocks (linear over blocks); the frozen ViT's own
+            drop-path / dropout are always off.
+        out_indices: stages returned (0-3: strides 4, 8, 16, 32). Only the stages up to the last one
+            asked for (and the ViT layers feeding them) are built and run.
+        out_type: ``'featmap'``: a tuple of ``(B, d_j, H_j, W_j)`` maps for ``out_indices``;
+            ``'pooled'``: a 1-tuple with the ``(B, d_4)`` average of the last stage's (normed) map,
+            for mmpretrain's ``LinearClsHead``.
+        pretrained: path of the ViT checkpoint (shorthand for ``init_cfg``).
+        checkpoint_layout: ``'auto'``, ``'timm'``, ``'mae'``, ``'mmpretrain'`` or ``'mmseg'``.
+        init_cfg: ``None`` or ``dict(type='Pretrained', checkpoint=PATH)``; the ViT weights are loaded
+            strictly in :meth:`init_weights` (missing / unexpected keys are errors naming them).
+    """
+
+    strides = (4, 8, 16, 32)
+
+    def __init__(self,
+                 vit_name: str = 'vit_base_patch16_224',
+                 vit_kwargs: Optional[dict] = None,
+                 embed_dims: Sequence[int] = (64, 128, 256, 384),
+                 num_heads: Optional[Sequence[int]] = None,
+                 depths: Optional[Sequence[int]] = None,
+                 mlp_ratio: float = 4.0,
+                 stem_channels: Optional[int] = None,
+                 kv_norm: bool = False,
+                 num_meta_tokens: int = 1,
+                 use_global_token: bool = True,
+                 use_fine_grained: bool = True,
+                 share_bridge: bool = True,
+                 tune_vit_norms: bool = True,
+                 drop_path_rate: float = 0.0,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 out_type: str = 'featmap',
+                 pretrained: Optional[str] = None,
+                 checkpoint_layout: str = 'auto',
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=None)
+        self.checkpoint = pretrained_checkpoint(pretrained, init_cfg, 'HSTViT')
+        if checkpoint_layout not in LAYOUTS:
+            raise ValueError(f'HSTViT: checkpoint_layout {checkpoint_layout!r} is not one of {LAYOUTS}')
+        self.checkpoint_layout = checkpoint_layout
+        if out_type not in OUT_TYPES:
+            raise ValueError(f'HSTViT: out_type {out_type!r} is not one of {OUT_TYPES}')
+        self.out_type = out_type
+        embed_dims = list(embed_dims)
+        if len(embed_dims) != 4:
+            raise ValueError(f'HSTViT: embed_dims {embed_dims} must give 4 stages')
+        out_indices = sorted(set(out_indices)) if out_type == 'featmap' else [3]
+        if not out_indices or not all(0 <= i < 4 for i in out_indices):
+            raise ValueError(f'HSTViT: out_indices {list(out_indices)} must be stages 0-3')
+        self.out_indices = tuple(out_indices)
+        if num_meta_tokens < 0:
+            raise ValueError(f'HSTViT: num_meta_tokens={num_meta_tokens} must be >= 0')
+        if num_meta_tokens == 0 and not use_global_token:
+            raise ValueError('HSTViT: with num_meta_tokens=0 and use_global_token=False the '
+                             'Meta-Global branch is empty')
+
+        self.vit = build_timm_vit(vit_name, **(vit_kwargs or {}))
+        num_layers = len(self.vit.blocks)
+        depths = list(depths) if depths is not None else even_depths(num_layers, 4, 'HSTViT')
+        if len(depths) != 4 or sum(depths) != num_layers or min(depths) < 1:
+            raise ValueError(f'HSTViT: depths {depths} must be 4 positive numbers summing to the '
+                             f'ViT depth {num_layers}')
+        # Only the stages up to the last output are built, and only the ViT layers feeding them run.
+        n_stages = self.out_indices[-1] + 1
+        self.depths = depths[:n_stages]
+        self.num_layers = sum(self.depths)
+        self.embed_dims = embed_dims[:n_stages]
+        self.patch_size = vit_patch_size(self.vit)
+
+        dim = self.vit.embed_dim
+        if num_meta_tokens:
+            # (layers, N, D): layer i's own tokens; they get no position embedding
+            self.meta_tokens = nn.Parameter(torch.zeros(self.num_layers, num_meta_tokens, dim))
+            nn.init.trunc_normal_(self.meta_tokens, std=0.02)
+        else:
+            self.meta_tokens = None
+        self.bridge = TransformationBridge(dim, self.embed_dims, self.depths, share_weights=share_bridge,
+                                           use_global_token=use_global_token,
+                                           use_fine_grained=use_fine_grained)
+        for m in self.bridge.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.side_network = HierarchicalSideNetwork(
+            self.embed_dims, self.depths,
+            num_heads=None if num_heads is None else list(num_heads)[:n_stages],
+            mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, stem_channels=stem_channels,
+            kv_norm=kv_norm)
+
+        # freeze at build time: exactly the HST set trains
+        patterns = [r'side_network\.', r'bridge\.']
+        if self.meta_tokens is not None:
+            patterns.append(r'meta_tokens$')
+        if tune_vit_norms:
+            layers = '|'.join(str(i) for i in range(self.num_layers))
+            patterns.append(rf'vit\.blocks\.({layers})\.norm[12]\.')
+        self.trainable_names = apply_trainable(self, patterns)
+        frozen_eval = ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)]
+        self._eval_hook = keep_in_eval(self, frozen_eval) if frozen_eval else None
+
+    # ------------------------------------------------------------------ weights
+    def init_weights(self) -> None:
+        """Load the ViT checkpoint (if any), strictly. The HST modules keep their own init."""
+        if self.checkpoint is not None:
+            load_vit_weights(self.vit, self.checkpoint, layout=self.checkpoint_layout)
+        self._is_init = True
+
+    # ------------------------------------------------------------------ forward
+    def _vit_needs_grad(self) -> bool:
+        if not torch.is_grad_enabled():
+            return False
+        if self.meta_tokens is not None and self.meta_tokens.requires_grad:
+            return True
+        return any(p.requires_grad for p in self.vit.parameters())
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``(B, 3, H, W)`` -> tuple of ``(B, d_j, ceil(H/s_j), ceil(W/s_j))`` (or ``((B, d_4),)``)."""
+        check_input(x, self.patch_size, 'HSTViT')
+        h, w = x.shape[-2:]
+        x_side = pad_to_multiple(x, (32, 32))
+        x_vit = pad_to_multiple(x_side, self.patch_size)
+        with torch.set_grad_enabled(self._vit_needs_grad()):
+            patch, register, _ = vit_layer_outputs(self.vit, x_vit, self.num_layers, self.meta_tokens)
+        maps = self.side_network(x_side, self.bridge, patch, register)
+        sizes = stage_resolutions(h, w, self.strides)
+        maps = [m if tuple(m.shape[-2:]) == s else m[..., :s[0], :s[1]].contiguous()
+                for m, s in zip(maps, sizes)]
+        if self.out_type == 'pooled':
+            return (maps[-1].mean(dim=(2, 3)),)
+        return tuple(maps[i] for i in self.out_indices)
+
+    def forward_vit(self, x: torch.Tensor, with_meta_tokens: bool = False) -> torch.Tensor:
+        """The ViT alone, as timm's ``forward_features``: ``(B, prefix + h*w, D)`` after the final norm.
+
+        With ``with_meta_tokens=False`` (the default) the Meta-Register is left out, so with the
+        pretrained LayerNorms this equals the plain pretrained ViT.
+        """
+        check_input(x, self.patch_size, 'HSTViT')
+        x = pad_to_multiple(x, self.patch_size)
+        meta = self.meta_tokens if with_meta_tokens else None
+        n = len(self.vit.blocks) if meta is None else self.num_layers
+        _, _, last = vit_layer_outputs(self.vit, x, n, meta)
+        return self.vit.norm(last)

@@ -1,0 +1,208 @@
+"""HST's Hierarchical Side Network (HSN, paper sections 3.1 and 3.4).
+
+Four stages at strides 4, 8, 16, 32 of the (padded) image, widths ``d_j`` (``embed_dims``). Stage
+``j`` holds as many Side blocks as ViT layers feed it (ViT-B: 3, 3, 3, 3 fed by layers 0-2, 3-5,
+6-8, 9-11; ViT-L: 6 each), and Side block ``i`` takes ViT layer ``i``'s two T-Bridge branches:
+
+    F^_hsn^i   = F_hsn^i + CrossAttention(LN(F_hsn^i), F_mg^i)            (eq. 4, Meta-Global injection)
+    F_hsn^i+1  = X + FFN(LN(X)),   X = F^_hsn^i + F_fg^i                  (eq. 5, Fine-Grained injection)
+
+The cross-attention's queries are the ``L = H_j W_j`` side tokens and its keys / values the
+``N + 1`` (= 2) Meta-Global tokens, so it costs ``O(2 L d)`` (eq. 3).
+
+Details the paper leaves open, chosen so that ViT-B + ``[32, 48, 64, 72]`` gives 0.765M and
+ViT-B + ``[64, 128, 256, 384]`` 10.40M trainable backbone parameters (Table 1 without / with the
+neck's share, see ``HSTViT``):
+
+* **stem** (image -> stride 4): ``conv3x3/s2 (3 -> d_1/2) - LN - GELU - conv3x3/s2 (d_1/2 -> d_1) - LN``
+  (``stem_channels`` sets the hidden width);
+* **downsampling** before stages 2-4: an overlapping patch embedding, ``conv3x3/s2 (d_j-1 -> d_j) - LN``;
+* **Side block**: pre-norm, ``q`` / ``k`` / ``v`` / output projections with bias, FFN
+  ``Linear(d, 4d) - GELU - Linear(4d, d)`` (``mlp_ratio=4``), optional stochastic depth on both
+  residual branches; no norm on the Meta-Global key / value tokens (``kv_norm=True`` adds one);
+* **stage end**: ``LN`` over channels; the normed map is both the stage's output and the next
+  stage's input.
+* heads: ``d_j // 32`` by default (head width 32), which gives Table 1's ``[2, 4, 8, 12]``.
+
+All norms are LayerNorms, so nothing depends on the batch (batch size 1 trains as any other).
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
+
+from .transformation_bridge import TransformationBridge
+
+
+class ConvStem(nn.Module):
+    """Image ``(B, C_in, H, W)`` -> ``(B, d_1, H/4, W/4)`` with two stride-2 3x3 convolutions."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: Optional[int] = None):
+        super().__init__()
+        hidden = hidden_channels or max(out_channels // 2, 1)
+        self.conv1 = nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1)
+        self.norm1 = LayerNorm2d(hidden)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(hidden, out_channels, 3, stride=2, padding=1)
+        self.norm2 = LayerNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
+
+
+class OverlapPatchEmbed(nn.Module):
+    """``(B, d_in, H, W)`` -> ``(B, d_out, H/2, W/2)``: a 3x3 stride-2 convolution and a LayerNorm."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+        self.norm = LayerNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class MetaGlobalCrossAttention(nn.Module):
+    """Multi-head cross-attention of ``L`` side tokens (queries) on ``M`` Meta-Global tokens (eq. 3).
+
+    Shapes: ``x`` ``(B, L, d)``, ``context`` ``(B, M, d)`` -> ``(B, L, d)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, kv_norm: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'side-network width {dim} is not divisible by {num_heads} heads')
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.kv_norm = nn.LayerNorm(dim) if kv_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        m = context.shape[1]
+        h = self.num_heads
+        q = self.q(x).reshape(b, n, h, d // h).transpose(1, 2)                 # (B, h, L, d/h)
+        kv = self.kv(self.kv_norm(context)).reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1])                   # (B, h, L, d/h)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class SideBlock(nn.Module):
+    """One Side block: Meta-Global injection (eq. 4), Fine-Grained injection and FFN (eq. 5).
+
+    Shapes: ``x`` and ``fg`` ``(B, L, d)``, ``mg`` ``(B, M, d)``; either branch may be ``None``
+    (ablations), in which case its step is skipped.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 qkv_bias: bool = True, kv_norm: bool = False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = MetaGlobalCrossAttention(dim, num_heads, qkv_bias=qkv_bias, kv_norm=kv_norm)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, mg: Optional[torch.Tensor],
+                fg: Optional[torch.Tensor]) -> torch.Tensor:
+        if mg is not None:
+            x = x + self.drop_path(self.attn(self.norm1(x), mg))
+        if fg is not None:
+            x = x + fg
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class HierarchicalSideNetwork(nn.Module):
+    """Stem, four stages of Side blocks with downsampling between them, a norm at each stage end.
+
+    Args:
+        embed_dims: ``d_j`` per stage.
+        num_heads: attention heads per stage (default ``d_j // 32``, at least 1).
+        depths: Side blocks per stage (= ViT layers feeding it).
+        mlp_ratio: FFN hidden width / ``d_j``.
+        drop_path_rate: stochastic depth, rising linearly over all Side blocks to this value.
+        in_channels: image channels.
+        stem_channels: hidden width of the stem (default ``d_1 // 2``).
+        kv_norm: LayerNorm on the Meta-Global tokens before the key / value projections.
+    """
+
+    strides = (4, 8, 16, 32)
+
+    def __init__(self, embed_dims: Sequence[int], depths: Sequence[int],
+                 num_heads: Optional[Sequence[int]] = None, mlp_ratio: float = 4.0,
+                 drop_path_rate: float = 0.0, in_channels: int = 3,
+                 stem_channels: Optional[int] = None, kv_norm: bool = False):
+        super().__init__()
+        embed_dims = [int(d) for d in embed_dims]
+        if not 1 <= len(embed_dims) <= 4:
+            raise ValueError(f'embed_dims {embed_dims}: 1 to 4 stages (strides 4, 8, 16, 32)')
+        if len(depths) != len(embed_dims):
+            raise ValueError(f'depths {list(depths)} and embed_dims {embed_dims} differ in length')
+        if num_heads is None:
+            num_heads = [max(d // 32, 1) for d in embed_dims]
+        if len(num_heads) != len(embed_dims):
+            raise ValueError(f'num_heads {list(num_heads)} and embed_dims {embed_dims} differ in length')
+        self.embed_dims = embed_dims
+        self.depths = [int(n) for n in depths]
+        self.num_heads = list(num_heads)
+        self.stem = ConvStem(in_channels, embed_dims[0], stem_channels)
+        self.downsamples = nn.ModuleList(
+            OverlapPatchEmbed(embed_dims[j - 1], embed_dims[j]) for j in range(1, len(embed_dims)))
+        total = sum(self.depths)
+        # python floats, not torch.linspace: the network can then be built on the meta device
+        rates = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]
+        self.stages = nn.ModuleList()
+        k = 0
+        for d, h, n in zip(embed_dims, self.num_heads, self.depths):
+            self.stages.append(nn.ModuleList(
+                SideBlock(d, h, mlp_ratio, rates[k + b], kv_norm=kv_norm) for b in range(n)))
+            k += n
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in embed_dims)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, LayerNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, img: torch.Tensor, bridge: TransformationBridge,
+                patch: Sequence[torch.Tensor],
+                register: Sequence[Optional[torch.Tensor]]) -> List[torch.Tensor]:
+        """Side features of every stage.
+
+        Args:
+            img: ``(B, C, H, W)`` with ``H``, ``W`` multiples of 32 (the caller pads).
+            bridge: the T-Bridge turning ViT layer ``i`` into ``(F_mg^i, F_fg^i)``.
+            patch: per ViT layer ``(B, h, w, D)`` patch tokens (at least ``sum(depths)`` layers).
+            register: per ViT layer ``(B, N, D)`` Meta-Register outputs or ``None``.
+
+        Returns:
+            Per stage ``j`` a ``(B, d_j, H / s_j, W / s_j)`` map, ``s_j`` = 4, 8, 16, 32.
+        """
+        x = self.stem(img)
+        outs = []
+        layer = 0
+        for j, blocks in enumerate(self.stages):
+            if j > 0:
+                x = self.downsamples[j - 1](x)
+            b, c, h, w = x.shape
+            tokens = x.flatten(2).transpose(1, 2)  # (B, L, d_j)
+            for blk in blocks:
+                mg, fg = bridge(layer, patch[layer], register[layer], (h, w))
+                tokens = blk(tokens, mg, fg)
+                layer += 1
+            x = self.norms[j](tokens).transpose(1, 2).reshape(b, c, h, w)
+            outs.append(x)
+        return outs

@@ -1,0 +1,83 @@
+"""HST's Transformation Bridge (T-Bridge, paper section 3.3, eqs. 1-2).
+
+For ViT layer ``i`` feeding side-network stage ``j``:
+
+    F_mg^i = [W_j F_mr^i, AvgPooling(W_j F_p^i)]      Meta-Global branch   (B, N + 1, d_j)
+    F_fg^i = T(W_j F_p^i)                             Fine-Grained branch  (B, H_j * W_j, d_j)
+
+``F_mr^i`` is the layer's Meta-Register output ``(B, N, D)``, ``F_p^i`` its patch tokens
+``(B, h, w, D)``, ``W_j`` one linear ``D -> d_j`` shared by every ViT layer feeding stage ``j`` and by
+both branches (Linear Weight Sharing), and ``T`` bilinear resizing to the stage's ``H_j x W_j``,
+applied *after* the projection (resizing ``d_j`` rather than ``D`` channels; for the upsampled
+stride-4 / stride-8 stages this is the cheap order). The average of the projected patch tokens is
+the "GlobalT" token.
+
+Ablation switches of Table 7 / 8 are options: ``use_global_token`` (GlobalT), ``use_fine_grained``
+(FG injection), ``share_weights`` (one linear per stage, or one per ViT layer).
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class TransformationBridge(nn.Module):
+    """Projects ViT layer outputs into the side network's stages.
+
+    Args:
+        in_dims: ViT width ``D``.
+        embed_dims: side-network widths ``d_j`` per stage.
+        depths: ViT layers (= side blocks) per stage; layer ``i`` feeds the stage whose range holds it.
+        share_weights: one linear ``W_j`` per stage (the paper's choice) instead of one per layer.
+        use_global_token: put GlobalT (mean of projected patch tokens) into the Meta-Global branch.
+        use_fine_grained: produce the Fine-Grained branch.
+    """
+
+    def __init__(self, in_dims: int, embed_dims: Sequence[int], depths: Sequence[int],
+                 share_weights: bool = True, use_global_token: bool = True,
+                 use_fine_grained: bool = True):
+        super().__init__()
+        if len(embed_dims) != len(depths):
+            raise ValueError(f'embed_dims {list(embed_dims)} and depths {list(depths)} differ in length')
+        self.depths = list(depths)
+        self.share_weights = share_weights
+        self.use_global_token = use_global_token
+        self.use_fine_grained = use_fine_grained
+        # stage of every ViT layer, in order
+        self.layer_stage: List[int] = [j for j, n in enumerate(depths) for _ in range(n)]
+        if share_weights:
+            self.linears = nn.ModuleList(nn.Linear(in_dims, d) for d in embed_dims)
+        else:
+            self.linears = nn.ModuleList(nn.Linear(in_dims, embed_dims[j]) for j in self.layer_stage)
+
+    def forward(self, layer: int, patch: torch.Tensor, register: Optional[torch.Tensor],
+                size: Tuple[int, int]) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Both branches for ViT layer ``layer``.
+
+        Args:
+            layer: index ``i`` of the ViT layer.
+            patch: ``F_p^i``, ``(B, h, w, D)``.
+            register: ``F_mr^i``, ``(B, N, D)``, or ``None`` without Meta-Register.
+            size: ``(H_j, W_j)`` of the stage's token map.
+
+        Returns:
+            ``F_mg^i`` ``(B, N + 1, d_j)`` (or ``(B, N, d_j)`` / ``(B, 1, d_j)`` with one part
+            switched off, ``None`` with both off) and ``F_fg^i`` ``(B, H_j * W_j, d_j)`` (or ``None``).
+        """
+        j = self.layer_stage[layer]
+        linear = self.linears[j] if self.share_weights else self.linears[layer]
+        proj = linear(patch)  # (B, h, w, d_j)
+        mg_parts = []
+        if register is not None:
+            mg_parts.append(linear(register))
+        if self.use_global_token:
+            mg_parts.append(proj.mean(dim=(1, 2)).unsqueeze(1))
+        mg = torch.cat(mg_parts, dim=1) if mg_parts else None
+        fg = None
+        if self.use_fine_grained:
+            fg = proj.permute(0, 3, 1, 2)
+            if tuple(fg.shape[-2:]) != tuple(size):
+                fg = F.interpolate(fg, size=size, mode='bilinear', align_corners=False)
+            fg = fg.flatten(2).transpose(1, 2)
+        return mg, fg

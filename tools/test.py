@@ -1,0 +1,59 @@
+"""Evaluate a checkpoint (full or mmpeft delta) with any toolbox config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--cfg-options k=v ...]
+    bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [same options]
+
+A delta checkpoint (trainable parameters only) is expanded to base + delta when loaded.
+"""
+import argparse
+import os
+import os.path as osp
+
+import mmpeft  # noqa: F401  (registers classes, applies fixes)
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description='Test a model (mmpeft)')
+    p.add_argument('config', help='config file')
+    p.add_argument('checkpoint', help='checkpoint file (full or delta)')
+    p.add_argument('--work-dir', help='where logs and metrics go')
+    p.add_argument('--out', help='dump the metrics (json) to this file')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    for what, path in (('config file', args.config), ('checkpoint file', args.checkpoint)):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{what} {path} does not exist')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    metrics = runner.test()
+    if args.out:
+        import json
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump({k: float(v) if hasattr(v, '__float__') else v for k, v in metrics.items()}, f, indent=2)
+    print('\n'.join(f'{k}: {v}' for k, v in metrics.items()))
+
+
+if __name__ == '__main__':
+    main()
