@@ -18,7 +18,10 @@
    (``requires_grad=False`` when the optimizer is built) are now left out in both cases, with one
    summary line, so a model frozen at build time gives an optimizer of exactly its trainable set.
 5. mmengine wraps CPU models in DDP with ``device_ids=[LOCAL_RANK]``, which torch rejects for CPU
-   modules; on CPU (gloo) the wrapper is now built with ``device_ids=None``.
+   modules; on CPU (gloo) the wrapper is now built with ``device_ids=None``. Likewise mmengine's
+   torchrun initialisation calls ``torch.cuda.set_device`` unconditionally; without CUDA it is
+   skipped, and the ``nccl`` backend the toolboxes' runtime bases name becomes ``gloo`` (logged), so
+   ``tools/dist_train.sh`` also runs on CPU-only machines.
 """
 import functools
 import logging
@@ -152,6 +155,24 @@ def _patch_cpu_ddp() -> None:
     MMDistributedDataParallel.__init__ = __init__
 
 
+def _patch_cpu_dist_init() -> None:
+    from mmengine.dist import utils as dist_utils
+    original = dist_utils._init_dist_pytorch
+
+    @functools.wraps(original)
+    def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        if torch.cuda.is_available():
+            return original(backend, init_backend=init_backend, **kwargs)
+        if backend == 'nccl':
+            logging.getLogger('mmpeft').warning('no CUDA device: using the gloo backend instead of nccl')
+            backend = 'gloo'
+        if init_backend != 'torch':
+            raise ValueError(f'init_backend={init_backend!r} needs CUDA; only "torch" runs on CPU')
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+
+    dist_utils._init_dist_pytorch = _init_dist_pytorch
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _APPLIED
@@ -162,6 +183,7 @@ def apply() -> None:
     _patch_delta_loading()
     _patch_optimizer_constructor()
     _patch_cpu_ddp()
+    _patch_cpu_dist_init()
     _APPLIED = True
 
 

@@ -1,0 +1,147 @@
+"""LoRA (Hu et al., 2021): a trainable low-rank update of frozen attention projections.
+
+For a frozen linear ``y = W x + b`` with ``W`` in ``R^{d_out x d_in}``::
+
+    y = W x + b + s * B A x,        A in R^{r x d_in},  B in R^{d_out x r}
+
+with rank ``r`` and output scale ``s``. ``A`` is Kaiming-uniform, ``B`` zero, so training starts from
+the pretrained function. After training ``W <- W + s B A`` folds the update into the frozen weight
+(:meth:`LoRA.merge`), and the merged network is the plain architecture at the plain speed.
+
+Defaults follow Polyhistor sec. 5.2 ("LoRA applied the low-rank decomposition on attention layers ...
+rank r = 4 and the adapter output scale (i.e., 4)"): ``rank=4``, ``scaling=4`` on the fused ``qkv``
+projection of every block. With ``num_tasks=T`` each target holds T pairs ``(A_t, B_t)``.
+"""
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..registry import PEFT_METHODS
+from .layout import find_blocks, get_module
+from .taskwise import TaskKey, TaskSwitch, TaskWise, TaskWiseMethod
+
+#: targets LoRA knows: the fused qkv (one pair over all 3d outputs), one of its q / k / v row blocks
+#: (one pair each, as the LoRA paper's W_q / W_v), the attention output projection, the MLP linears
+LORA_TARGETS = ('qkv', 'q', 'k', 'v', 'proj', 'fc1', 'fc2')
+
+
+class LoRABranch(TaskWise):
+    """``s * B_t A_t x`` added to output rows ``rows`` of one frozen linear.
+
+    Shapes: ``A`` (T, r, d_in), ``B`` (T, d_rows, r); input ``x`` (..., d_in); output (..., d_out).
+    """
+
+    def __init__(self, switch: TaskSwitch, in_features: int, out_rows: int, rank: int, scaling: float,
+                 rows: Optional[Tuple[int, int]] = None, dropout: float = 0.):
+        super().__init__(switch)
+        self.rank, self.scaling, self.rows = rank, float(scaling), rows
+        self.A = nn.Parameter(torch.empty(switch.num_tasks, rank, in_features))
+        self.B = nn.Parameter(torch.empty(switch.num_tasks, out_rows, rank))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for t in range(self.num_tasks):
+            # as nn.Linear initialises its weight: A random, B zero -> the update starts at zero
+            nn.init.kaiming_uniform_(self.A.data[t], a=math.sqrt(5))
+        nn.init.zeros_(self.B)
+
+    def delta_weight(self, t: int) -> torch.Tensor:
+        """``s * B_t A_t``: (d_rows, d_in)."""
+        return self.scaling * (self.B[t] @ self.A[t])
+
+    def hook(self, module: nn.Linear, args, output: torch.Tensor) -> torch.Tensor:
+        t = self.t
+        delta = F.linear(F.linear(self.dropout(args[0]), self.A[t]), self.B[t]) * self.scaling
+        if self.rows is None:
+            return output + delta
+        lo, hi = self.rows
+        return torch.cat([output[..., :lo], output[..., lo:hi] + delta, output[..., hi:]], dim=-1)
+
+    def extra_repr(self) -> str:
+        return (f'num_tasks={self.num_tasks}, rank={self.rank}, scaling={self.scaling}'
+                + (f', rows={self.rows}' if self.rows else ''))
+
+
+@PEFT_METHODS.register_module()
+class LoRA(TaskWiseMethod):
+    """Low-rank updates of frozen linears of every transformer block.
+
+    Args:
+        rank: r, the rank of ``B A``.
+        scaling: s, the output scale of the update (Polyhistor: 4). ``alpha`` overrides it as
+            ``s = alpha / r`` (the LoRA paper's convention).
+        alpha: see ``scaling``.
+        targets: which linears of each block, from ``LORA_TARGETS``: ``'qkv'`` (one pair on the fused
+            projection), ``'q'`` / ``'k'`` / ``'v'`` (one pair per row block of the fused projection),
+            ``'proj'``, ``'fc1'``, ``'fc2'``.
+        dropout: dropout on the branch input (LoRA paper), 0 by default.
+        num_tasks, tasks: T task-wise sets (see :class:`~mmpeft.peft.taskwise.TaskWiseMethod`).
+    """
+
+    mergeable = True
+
+    def __init__(self, rank: int = 4, scaling: float = 4.0, alpha: Optional[float] = None,
+                 targets: Sequence[str] = ('qkv',), dropout: float = 0.,
+                 num_tasks: Optional[int] = None, tasks: Optional[Sequence[str]] = None,
+                 frozen_eval: bool = True):
+        super().__init__(num_tasks=num_tasks, tasks=tasks, frozen_eval=frozen_eval)
+        if not isinstance(rank, int) or rank < 1:
+            raise ValueError(f'LoRA rank must be a positive int, got {rank!r}')
+        targets = (targets,) if isinstance(targets, str) else tuple(targets)
+        unknown = [t for t in targets if t not in LORA_TARGETS]
+        if unknown or not targets:
+            raise ValueError(f'unknown LoRA target(s) {unknown or targets!r}; choose from {LORA_TARGETS}')
+        if 'qkv' in targets and {'q', 'k', 'v'} & set(targets):
+            raise ValueError(f'LoRA targets {targets}: "qkv" already covers q, k and v')
+        self.rank = rank
+        self.scaling = alpha / rank if alpha is not None else scaling
+        self.targets = targets
+        self.dropout = dropout
+        # (branch name, linear name) pairs, relative to the backbone
+        self.branches = []
+
+    def _inject(self, backbone: nn.Module) -> None:
+        for blk in find_blocks(backbone):
+            for target in self.targets:
+                linear_name = dict(q=blk.qkv, k=blk.qkv, v=blk.qkv, qkv=blk.qkv, proj=blk.proj,
+                                   fc1=blk.fc1, fc2=blk.fc2)[target]
+                linear: nn.Linear = get_module(backbone, linear_name)
+                rows = None
+                out_rows = linear.out_features
+                if target in ('q', 'k', 'v'):
+                    d = linear.in_features
+                    i = 'qkv'.index(target)
+                    rows, out_rows = (i * d, (i + 1) * d), d
+                branch = LoRABranch(self.switch, linear.in_features, out_rows, self.rank, self.scaling,
+                                    rows, self.dropout)
+                owner, _, local = linear_name.rpartition('.')
+                attr = f'lora_{target}' if target in ('q', 'k', 'v') else f'lora_{local}'
+                self._add(backbone, owner, attr, branch)
+                self.branches.append((self.injected[-1], linear_name))
+                linear.register_forward_hook(branch.hook)
+
+    @torch.no_grad()
+    def merge(self, backbone: nn.Module, task: Optional[TaskKey] = None) -> None:
+        """Fold ``s * B_t A_t`` into each frozen weight, then remove the branches.
+
+        With T task-wise sets, ``task`` picks the one to fold (the result is that task's network).
+        """
+        t = self._merge_task(task)
+        for branch_name, linear_name in self.branches:
+            branch: LoRABranch = get_module(backbone, branch_name)
+            weight = get_module(backbone, linear_name).weight
+            delta = branch.delta_weight(t).to(weight.dtype)
+            if branch.rows is None:
+                weight.add_(delta)
+            else:
+                weight[branch.rows[0]:branch.rows[1]].add_(delta)
+        self.branches = []
+        self.remove(backbone)
+
+    def __repr__(self) -> str:
+        return (f'LoRA(rank={self.rank}, scaling={self.scaling}, targets={self.targets}, '
+                f'num_tasks={self.num_tasks})')

@@ -1,0 +1,153 @@
+"""Visual Prompt Tuning (Jia et al., 2022): learnable tokens that the frozen attention attends to.
+
+Plain ViTs (global attention), the paper's design: P prompt tokens of width d join the sequence.
+VPT-shallow inserts them before the first block and they travel through every block; VPT-deep gives
+every block its own P new tokens, and the previous block's prompt outputs are dropped. Prompts are
+appended after the image tokens (a plain ViT block is permutation-equivariant, so the position does
+not matter) and removed again at each block's output, so every intermediate feature map a backbone
+returns (``out_indices``) has the plain shape; VPT-shallow carries the prompt states from one block to
+the next beside the sequence.
+
+Swin (windowed attention, shifted windows, patch merging): **prompts are extra keys and values of
+every window.** Each block's P prompts (width d of that stage) go through the block's frozen ``qkv``
+projection and are appended to the keys and values of *every* window; they get no relative position
+bias and no shift mask (a prompt has no position, so every window sees it whatever the shift, and
+padding for sizes not divisible by the window is untouched). Only the image tokens are queries, so
+there is no prompt output to carry through shifted-window reversal or patch merging. VPT-deep: every
+block has its own prompts (Polyhistor's 50 per layer: 50 * sum_blocks d = 0.22M per task, 0.88M for 4
+tasks on Swin-T); VPT-shallow: prompts at the first block only (50 * 96 per task, 0.02M for 4).
+Prompts that act as keys/values only are what VPT-deep does on a ViT anyway (each layer's prompt
+outputs are discarded), minus the block's LayerNorm, which learnable prompts do not need.
+"""
+import math
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..registry import PEFT_METHODS
+from .layout import find_blocks, get_module, override_window_attention
+from .taskwise import TaskSwitch, TaskWise, TaskWiseMethod
+
+
+class PromptTokens(TaskWise):
+    """P prompt tokens of width d for each of T tasks: ``prompts`` (T, P, d).
+
+    Token insertion hooks (plain ViT) are methods of this module; ``tokens()`` (P, d) feeds Swin's
+    windowed attention.
+    """
+
+    def __init__(self, switch: TaskSwitch, num_tokens: int, dims: int, init_bound: float):
+        super().__init__(switch)
+        self.init_bound = init_bound
+        self.prompts = nn.Parameter(torch.empty(switch.num_tasks, num_tokens, dims))
+        # VPT-shallow on a plain ViT: the first and last block, and the prompt states between blocks
+        self._first: List[nn.Module] = []
+        self._last: List[nn.Module] = []
+        self._carry: Optional[torch.Tensor] = None
+        self.reset_parameters()
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prompts.shape[1]
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.prompts, -self.init_bound, self.init_bound)
+
+    def tokens(self) -> torch.Tensor:
+        return self.prompts[self.t]
+
+    # -- VPT-deep on a plain ViT: this block's prompts in, their outputs out ------------------------
+    def insert(self, module: nn.Module, args):
+        x = args[0]
+        return (torch.cat([x, self.tokens().unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1),) + args[1:]
+
+    def strip(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+        return output[:, :-self.num_tokens]
+
+    # -- VPT-shallow on a plain ViT: the first block takes the prompts, later ones the carried states
+    def insert_carried(self, module: nn.Module, args):
+        x = args[0]
+        p = self.tokens().unsqueeze(0).expand(x.shape[0], -1, -1) if module is self._first[0] else self._carry
+        if p is None:
+            raise RuntimeError('VPT-shallow: a later block ran before the first one in this forward')
+        return (torch.cat([x, p], dim=1),) + args[1:]
+
+    def strip_carried(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+        # the last block's prompt outputs are not used; dropping them frees their graph
+        self._carry = None if module is self._last[0] else output[:, -self.num_tokens:]
+        return output[:, :-self.num_tokens]
+
+    def extra_repr(self) -> str:
+        return f'num_tasks={self.num_tasks}, num_tokens={self.num_tokens}, dims={self.prompts.shape[2]}'
+
+
+def _prompt_init_bound(backbone: nn.Module, dims: int) -> float:
+    """VPT's Xavier-uniform bound ``sqrt(6 / (fan_in + d))`` with fan_in = 3 * patch^2 of the patch
+    embedding (the first Conv2d), or ``d`` when there is none."""
+    conv = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
+    fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] if conv is not None else dims
+    return math.sqrt(6.0 / (fan_in + dims))
+
+
+@PEFT_METHODS.register_module()
+class VPT(TaskWiseMethod):
+    """Visual prompt tuning.
+
+    Args:
+        num_tokens: P, prompts per layer (Polyhistor: 50, "the best hyper-parameter").
+        deep: new prompts at every block (VPT-deep) instead of at the first only (VPT-shallow).
+        num_tasks, tasks: T task-wise sets (see :class:`~mmpeft.peft.taskwise.TaskWiseMethod`).
+    """
+
+    def __init__(self, num_tokens: int = 50, deep: bool = True, num_tasks: Optional[int] = None,
+                 tasks: Optional[Sequence[str]] = None, frozen_eval: bool = True):
+        super().__init__(num_tasks=num_tasks, tasks=tasks, frozen_eval=frozen_eval)
+        if not isinstance(num_tokens, int) or num_tokens < 1:
+            raise ValueError(f'num_tokens must be a positive int, got {num_tokens!r}')
+        self.num_tokens, self.deep = num_tokens, deep
+
+    def _inject(self, backbone: nn.Module) -> None:
+        blocks = find_blocks(backbone)
+        windowed = {b.windowed for b in blocks}
+        if len(windowed) > 1:
+            raise ValueError(f'{type(backbone).__name__} mixes windowed and global attention blocks; '
+                             f'VPT supports one kind')
+        bound = _prompt_init_bound(backbone, blocks[0].dims)
+        chosen = blocks if self.deep else blocks[:1]
+        for blk in chosen:
+            prompts = self._add(backbone, blk.name, 'vpt',
+                                PromptTokens(self.switch, self.num_tokens, blk.dims, bound))
+            if blk.windowed:
+                override_window_attention(get_module(backbone, blk.attn), extra_kv=prompts.tokens)
+            elif self.deep:
+                block = get_module(backbone, blk.name)
+                block.register_forward_pre_hook(prompts.insert)
+                block.register_forward_hook(prompts.strip)
+        if not blocks[0].windowed and not self.deep:
+            prompts = get_module(backbone, self.injected[0])
+            prompts._first.append(get_module(backbone, blocks[0].name))
+            prompts._last.append(get_module(backbone, blocks[-1].name))
+            for blk in blocks:
+                block = get_module(backbone, blk.name)
+                block.register_forward_pre_hook(prompts.insert_carried)
+                block.register_forward_hook(prompts.strip_carried)
+
+    def __repr__(self) -> str:
+        return f'VPT(num_tokens={self.num_tokens}, deep={self.deep}, num_tasks={self.num_tasks})'
+
+
+@PEFT_METHODS.register_module()
+class VPTDeep(VPT):
+    """VPT with new prompts at every block."""
+
+    def __init__(self, num_tokens: int = 50, **kwargs):
+        super().__init__(num_tokens=num_tokens, deep=True, **kwargs)
+
+
+@PEFT_METHODS.register_module()
+class VPTShallow(VPT):
+    """VPT with prompts at the first block only."""
+
+    def __init__(self, num_tokens: int = 50, **kwargs):
+        super().__init__(num_tokens=num_tokens, deep=False, **kwargs)

@@ -1,0 +1,120 @@
+"""SSF (Lian et al., 2022): scale and shift the features after every frozen operation.
+
+For the output ``y`` of an operation with C channels::
+
+    y' = gamma * y + beta,      gamma, beta in R^C
+
+after every linear layer (attention ``qkv`` and ``proj``, MLP ``fc1`` and ``fc2``, Swin's patch
+merging), every LayerNorm and the patch embedding convolution: the operations are found by type
+(``nn.Linear``, ``nn.LayerNorm``, ``nn.Conv2d``) anywhere in the backbone. ``gamma = 1, beta = 0`` at
+the start (``init_std > 0`` draws them around that, as the SSF paper's N(1, sigma) / N(0, sigma)).
+
+Because ``gamma * (W x + b) + beta = (diag(gamma) W) x + (gamma * b + beta)`` (and likewise for a
+LayerNorm's affine and a convolution), the trained factors fold into the frozen weights
+(:meth:`SSF.merge`): the merged network is the plain architecture. An operation without a bias (Swin's
+patch-merging reduction, ``qkv_bias=False``) gets a scale only, so that the fold needs no new key; a
+LayerNorm without affine parameters gets nothing. Under ``num_tasks=T`` every factor is task-wise.
+"""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..registry import PEFT_METHODS
+from .layout import find_blocks, get_module
+from .taskwise import TaskKey, TaskSwitch, TaskWise, TaskWiseMethod
+
+SSF_TYPES = (nn.Linear, nn.LayerNorm, nn.Conv2d)
+
+
+class ScaleShift(TaskWise):
+    """``gamma_t * y + beta_t`` on the channel axis of one operation's output.
+
+    Shapes: ``gamma`` (T, C), ``beta`` (T, C) (absent when ``shift=False``); the channel axis is the
+    last for linears and norms (tokens (..., C)) and 1 for convolutions ((B, C, H, W)).
+    """
+
+    def __init__(self, switch: TaskSwitch, channels: int, channel_dim: int = -1, shift: bool = True,
+                 init_std: float = 0.):
+        super().__init__(switch)
+        self.channel_dim, self.init_std = channel_dim, init_std
+        self.gamma = nn.Parameter(torch.empty(switch.num_tasks, channels))
+        self.beta = nn.Parameter(torch.empty(switch.num_tasks, channels)) if shift else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.gamma, 1.0, self.init_std) if self.init_std else nn.init.ones_(self.gamma)
+        if self.beta is not None:
+            nn.init.normal_(self.beta, 0.0, self.init_std) if self.init_std else nn.init.zeros_(self.beta)
+
+    def _view(self, v: torch.Tensor, ndim: int) -> torch.Tensor:
+        return v if self.channel_dim == -1 else v.view(-1, *([1] * (ndim - 2)))
+
+    def hook(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+        t = self.t
+        out = output * self._view(self.gamma[t], output.dim())
+        return out if self.beta is None else out + self._view(self.beta[t], output.dim())
+
+    @torch.no_grad()
+    def fold_into(self, module: nn.Module, t: int) -> None:
+        """Fold task ``t``'s factors into ``module``'s weight and bias (in place)."""
+        gamma = self.gamma[t].to(module.weight.dtype)
+        shape = (-1,) + (1,) * (module.weight.dim() - 1)
+        module.weight.mul_(gamma.view(shape))
+        if module.bias is not None:
+            module.bias.mul_(gamma)
+            if self.beta is not None:
+                module.bias.add_(self.beta[t].to(module.bias.dtype))
+
+    def extra_repr(self) -> str:
+        return f'num_tasks={self.num_tasks}, channels={self.gamma.shape[1]}, shift={self.beta is not None}'
+
+
+@PEFT_METHODS.register_module()
+class SSF(TaskWiseMethod):
+    """Scale-and-shift every linear, LayerNorm and Conv2d output of the backbone.
+
+    Args:
+        init_std: sigma of the N(1, sigma) / N(0, sigma) initialisation; 0 (default) starts at the
+            identity, so the network starts as the pretrained one.
+        num_tasks, tasks: T task-wise sets (see :class:`~mmpeft.peft.taskwise.TaskWiseMethod`).
+    """
+
+    mergeable = True
+
+    def __init__(self, init_std: float = 0., num_tasks: Optional[int] = None,
+                 tasks: Optional[Sequence[str]] = None, frozen_eval: bool = True):
+        super().__init__(num_tasks=num_tasks, tasks=tasks, frozen_eval=frozen_eval)
+        if init_std < 0:
+            raise ValueError(f'init_std must be >= 0, got {init_std!r}')
+        self.init_std = init_std
+        self.targets = []  # (ScaleShift name, operation name)
+
+    def _inject(self, backbone: nn.Module) -> None:
+        find_blocks(backbone)  # fail on an unknown layout before adding anything
+        ops = [(n, m) for n, m in backbone.named_modules() if isinstance(m, SSF_TYPES) and n]
+        for name, m in ops:
+            if isinstance(m, nn.LayerNorm):
+                if not m.elementwise_affine:
+                    continue
+                channels, channel_dim = m.normalized_shape[-1], -1
+            elif isinstance(m, nn.Linear):
+                channels, channel_dim = m.out_features, -1
+            else:
+                channels, channel_dim = m.out_channels, 1
+            shift = getattr(m, 'bias', None) is not None
+            ss = self._add(backbone, name, 'ssf',
+                           ScaleShift(self.switch, channels, channel_dim, shift, self.init_std))
+            self.targets.append((self.injected[-1], name))
+            m.register_forward_hook(ss.hook)
+
+    def merge(self, backbone: nn.Module, task: Optional[TaskKey] = None) -> None:
+        """Fold every scale/shift into the preceding frozen operation, then remove them."""
+        t = self._merge_task(task)
+        for ss_name, op_name in self.targets:
+            get_module(backbone, ss_name).fold_into(get_module(backbone, op_name), t)
+        self.targets = []
+        self.remove(backbone)
+
+    def __repr__(self) -> str:
+        return f'SSF(init_std={self.init_std}, num_tasks={self.num_tasks})'

@@ -1,0 +1,57 @@
+import subprocess
+import sys
+
+import torch.nn as nn
+
+from mmpeft.utils.param_count import count_params, format_param_table, part_of
+
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Linear(1000, 1000)       # 1,001,000
+        self.neck = nn.Linear(100, 10)              # 1,010
+        self.decode_head = nn.Linear(10, 5)         # 55
+        self.auxiliary_head = nn.Linear(10, 5)      # 55
+        self.backbone.weight.requires_grad_(False)
+
+
+def test_counts_by_part():
+    c = count_params(M())
+    assert c['Encoder'] == dict(trainable=1000, total=1001000)
+    assert c['Neck'] == dict(trainable=1010, total=1010)
+    assert c['Heads'] == dict(trainable=110, total=110)
+    assert c['All'] == dict(trainable=2120, total=1002120)
+    assert 'Other' not in c
+    table = format_param_table(c)
+    assert '| Encoder | 0.00 | 1.00 | 0.10 |' in table
+    assert 'Encoder / All trainable (M): 0.00 / 0.00' in table
+
+
+def test_parts():
+    assert part_of('backbone.x') == 'Encoder'
+    assert part_of('roi_head.bbox_head.fc') == 'Heads'
+    assert part_of('heads.semseg.linear') == 'Heads'
+    assert part_of('neck.lateral') == 'Neck'
+    assert part_of('data_preprocessor.mean') == 'Other'
+
+
+def test_count_params_tool(tmp_path):
+    from conftest import DEMO_CONFIG, ROOT
+    out = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', DEMO_CONFIG],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(DEMO_CONFIG)
+    init_default_scope('mmseg')
+    c = count_params(MODELS.build(cfg.model))
+    line = f"Encoder / All trainable (M): {c['Encoder']['trainable'] / 1e6:.2f} / {c['All']['trainable'] / 1e6:.2f}"
+    assert line in out.stdout
+    folder = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', 'configs/demo'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert folder.returncode == 0, folder.stderr
+    assert '| bitfit_swin-tiny_synthetic-seg-64x64.py |' in folder.stdout
+    bad = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', 'configs/nope.py'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and 'configs/nope.py' in bad.stderr
