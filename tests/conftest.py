@@ -32,8 +32,11 @@ def tiny_seg_cfg(data_root: str, work_dir: str, iters: int = 4, **overrides):
         cfg[key].dataset.generate = None
         cfg[key].batch_size = 2
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=10 ** 6)
-    cfg.param_scheduler = [dict(type='PolyLR', power=1.0, begin=0, end=iters * 4, eta_min=1e-5,
-                                by_epoch=False)]
+    # fixed schedule length and no random flip: runs of different lengths share one trajectory
+    cfg.param_scheduler = [dict(type='PolyLR', power=1.0, begin=0, end=100, eta_min=1e-5, by_epoch=False)]
+    for t in cfg.train_dataloader.dataset.pipeline:
+        if t['type'] == 'RandomFlip':
+            t['prob'] = 0.0
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters,
                                         max_keep_ckpts=10)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1, log_metric_by_epoch=False)

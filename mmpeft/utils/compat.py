@@ -12,7 +12,8 @@
 3. Delta (trainable-only) checkpoints written by :class:`mmpeft.hooks.DeltaCheckpointHook` are
    expanded to full checkpoints (base weights + delta) wherever mmengine loads a checkpoint
    (``load_from``, ``resume``, ``init_cfg=dict(type='Pretrained')``, ``tools/test.py``), see
-   :func:`mmpeft.utils.delta.expand_delta_checkpoint`.
+   :func:`mmpeft.utils.delta.expand_delta_checkpoint`. The runner loads an expanded delta strictly:
+   a delta lands only on the model it was trained with (missing / unexpected keys are named).
 4. mmengine's default optimizer constructor hands *all* parameters to the optimizer unless
    ``paramwise_cfg`` is set, and with it logs one warning per frozen parameter. Frozen parameters
    (``requires_grad=False`` when the optimizer is built) are now left out in both cases, with one
@@ -94,7 +95,7 @@ def _patch_atomic_put() -> None:
 def _patch_delta_loading() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from .delta import expand_delta_checkpoint, is_delta_checkpoint
+    from .delta import DELTA_KEY, expand_delta_checkpoint, is_delta_checkpoint
     original = CheckpointLoader.load_checkpoint.__func__
 
     @functools.wraps(original)
@@ -107,6 +108,19 @@ def _patch_delta_loading() -> None:
         return checkpoint
 
     CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
+
+    from mmengine.runner import runner as runner_mod
+    original_to_model = runner_mod._load_checkpoint_to_model
+
+    @functools.wraps(original_to_model)
+    def _load_checkpoint_to_model(model, checkpoint, strict=False, logger=None,
+                                  revise_keys=[(r'^module\.', '')]):
+        meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+        if isinstance(meta, dict) and DELTA_KEY in meta:
+            strict = True
+        return original_to_model(model, checkpoint, strict, logger, revise_keys)
+
+    runner_mod._load_checkpoint_to_model = _load_checkpoint_to_model
 
 
 class _DropFrozenWarnings(logging.Filter):
