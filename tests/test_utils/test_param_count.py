@@ -55,3 +55,16 @@ def test_count_params_tool(tmp_path):
     bad = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', 'configs/nope.py'],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and 'configs/nope.py' in bad.stderr
+
+
+def test_example_configs_build_with_each_toolbox():
+    """The README's quick starts (mmseg, mmdet, mmpretrain bases + one mmpeft line) build."""
+    from conftest import ROOT
+    out = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', 'configs/examples'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = [l for l in out.stdout.splitlines() if l.startswith('| ') and '.py' in l]
+    assert len(rows) == 3 and not any('error' in r for r in rows), out.stdout
+    for r in rows:
+        enc, all_, total = (float(x) for x in r.strip('| ').split('|')[1:4])
+        assert 0 < enc < 0.1 and enc < all_ < total  # a frozen Swin-T with a few trained tensors
