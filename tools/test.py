@@ -11,6 +11,7 @@ import os.path as osp
 
 import mmpeft  # noqa: F401  (registers classes, applies fixes)
 from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -47,7 +48,7 @@ def main() -> None:
     cfg.resume = False
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     metrics = runner.test()
-    if args.out:
+    if args.out and is_main_process():
         import json
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:

@@ -21,10 +21,14 @@ def _load(path):
     return torch.load(path, map_location='cpu', weights_only=False)
 
 
-@pytest.fixture
-def trained(make_seg_cfg, tmp_path):
-    """4 iterations with DeltaCheckpointHook (demo config: BitFit Swin + All-MLP head)."""
-    cfg = make_seg_cfg(iters=4, work_dir=str(tmp_path / 'delta'))
+@pytest.fixture(scope='module')
+def trained(seg_data_root, tmp_path_factory):
+    """4 iterations with DeltaCheckpointHook (demo config: BitFit Swin + All-MLP head), once per module.
+
+    Tests only read ``iter_4.pth`` / ``base_weights.pth`` from its work_dir.
+    """
+    from mmpeft_testing import tiny_seg_cfg
+    cfg = tiny_seg_cfg(seg_data_root, str(tmp_path_factory.mktemp('delta')), iters=4)
     runner = _train(cfg)
     final = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
     return cfg, runner, final

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest import HELPERS, ROOT, tiny_seg_cfg
+from mmpeft_testing import HELPERS, ROOT, tiny_seg_cfg
 
 
 def _free_port() -> int:
@@ -48,3 +48,14 @@ def test_two_process_ddp(seg_data_root, tmp_path, freeze):
     if freeze == 'hook':
         assert all(k.startswith('decode_head') or 'norm' in k for k in r0['state'])
         assert any(k.startswith('backbone.') for k in r0['state'])
+    if freeze == 'build':
+        # tools/dist_test.sh on the checkpoint just written, same 2 processes
+        env['PORT'] = str(_free_port())
+        out = osp.join(work, 'metrics.json')
+        res = subprocess.run(['bash', osp.join(ROOT, 'tools', 'dist_test.sh'), cfg_path, osp.join(work, 'iter_3.pth'),
+                              '2', '--work-dir', work, '--out', out],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        import json
+        metrics = json.load(open(out))
+        assert 0.0 <= metrics['mIoU'] <= 100.0 and 'aAcc' in metrics

@@ -37,7 +37,7 @@ def test_parts():
 
 
 def test_count_params_tool(tmp_path):
-    from conftest import DEMO_CONFIG, ROOT
+    from mmpeft_testing import DEMO_CONFIG, ROOT
     out = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', DEMO_CONFIG],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -59,7 +59,7 @@ def test_count_params_tool(tmp_path):
 
 def test_example_configs_build_with_each_toolbox():
     """The README's quick starts (mmseg, mmdet, mmpretrain bases + one mmpeft line) build."""
-    from conftest import ROOT
+    from mmpeft_testing import ROOT
     out = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', 'configs/examples'],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
