@@ -1,8 +1,10 @@
 """PEFTBackbone: any registered backbone + a PEFT method, frozen at build time."""
+import types
 from typing import List, Optional, Sequence, Union
 
 import torch.nn as nn
 from mmengine.logging import print_log
+from mmengine.registry import DefaultScope
 
 from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
 from ..registry import MODELS, PEFT_METHODS
@@ -29,7 +31,10 @@ def PEFTBackbone(backbone: dict, method: Optional[dict] = None,
         method says ``frozen_eval``) frozen norm / dropout modules kept in eval mode in training.
     """
     model = MODELS.build(backbone)
-    peft = PEFT_METHODS.build(method if method is not None else dict(type='FullFinetune'))
+    # under the toolbox's scope, mmengine would look for that scope in the method registry and log
+    # a failed search for every build; methods live in mmpeft's own scope
+    with DefaultScope.overwrite_default_scope('mmpeft'):
+        peft = PEFT_METHODS.build(method if method is not None else dict(type='FullFinetune'))
     peft.inject(model)
     patterns: List[str] = list(peft.trainable_patterns(model))
     if extra_trainable:
@@ -38,14 +43,11 @@ def PEFTBackbone(backbone: dict, method: Optional[dict] = None,
     model.peft_method = peft
     model.peft_trainable = enabled
 
-    original_init_weights = getattr(model, 'init_weights', None)
-    if original_init_weights is not None:
-        def init_weights(*args, **kwargs):
-            original_init_weights(*args, **kwargs)
-            peft.init_weights(model)
-            # loading pretrained weights must not change the trainable set
-            apply_trainable(model, patterns, frozen, allow_empty=peft.allows_empty)
-        model.init_weights = init_weights
+    model.peft_policy = dict(trainable=patterns, frozen=frozen, allow_empty=peft.allows_empty)
+    if getattr(model, 'init_weights', None) is not None:
+        # bound methods (not closures), so a deepcopy of the backbone (EMA, ...) re-binds to the copy
+        model.peft_plain_init_weights = model.init_weights
+        model.init_weights = types.MethodType(_init_weights_then_method, model)
 
     if peft.frozen_eval:
         names = frozen_norm_and_dropout_modules(model)
@@ -56,6 +58,14 @@ def PEFTBackbone(backbone: dict, method: Optional[dict] = None,
     print_log(f'PEFTBackbone: {type(model).__name__} + {type(peft).__name__}: '
               f'{n_train / 1e6:.2f}M of {n_all / 1e6:.2f}M parameters trainable', logger='current')
     return model
+
+
+def _init_weights_then_method(self: nn.Module, *args, **kwargs) -> None:
+    """The backbone's own init (pretrained loading), then the method's, then the policy again."""
+    self.peft_plain_init_weights(*args, **kwargs)
+    self.peft_method.init_weights(self)
+    # loading pretrained weights must not change the trainable set
+    apply_trainable(self, **self.peft_policy)
 
 
 MODELS.register_module(name='PEFTBackbone', module=PEFTBackbone)

@@ -118,7 +118,7 @@ class BottleneckAdapter(TaskWise):
         return F.linear(h, self.up_weight(i), self.up_bias[i])
 
     def hook(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
-        """Forward hook on the sub-layer ``f``: sequential ``f(x) + s A(f(x))`` or parallel ``f(x) + s A(x)``."""
+        """Forward hook on the sub-layer ``f``: ``f(x) + s A(f(x))`` (sequential) or ``f(x) + s A(x)``."""
         return output + self.scale * self(args[0] if self.parallel else output)
 
     def extra_repr(self) -> str:
@@ -191,7 +191,8 @@ class Adapter(TaskWiseMethod):
                 get_module(backbone, target).register_forward_hook(adapter.hook)
 
     def __repr__(self) -> str:
-        n = f'hidden_dims={self.hidden_dims}' if self.hidden_dims else f'reduction_ratio={self.reduction_ratio}'
+        n = (f'hidden_dims={self.hidden_dims}' if self.hidden_dims
+             else f'reduction_ratio={self.reduction_ratio}')
         return (f'{type(self).__name__}({n}, positions={self.positions}, mode={self.mode}, '
                 f'rank={self.rank}, shared={self.shared}, num_tasks={self.num_tasks})')
 

@@ -12,9 +12,9 @@ its residual, and its ``fc1`` / ``fc2`` linears), by attribute and type inspecti
 
 Anything else is an error naming the module that did not fit.
 
-New modules are added *next to* the frozen ones (``attn.w_msa.lora_qkv``, ``ffn.layers_adapter`` ...),
-never around them, so every key of the plain backbone keeps its name and official checkpoints load
-unchanged (:func:`attach`). Behaviour is added with forward hooks bound to the injected modules (so
+New modules are added *next to* the frozen ones (``attn.w_msa.lora_qkv``, ``blocks.3.adapter_mlp``,
+``norm1.ssf`` ...), never around them, so every key of the plain backbone keeps its name and official
+checkpoints load unchanged (:func:`attach`). Behaviour is added with forward hooks bound to the injected modules (so
 ``copy.deepcopy`` rebinds them to the copy) or, for Swin's windowed attention, an instance-level
 ``forward`` (:func:`override_window_attention`) that accepts extra keys/values and a bias table.
 """
@@ -31,7 +31,6 @@ SUPPORTED_LAYOUTS = (
     'mmseg / mmdet / mmpretrain SwinTransformer (blocks with attn.w_msa.{qkv,proj} and ffn.layers), '
     'mmpretrain VisionTransformer (layers with attn.{qkv,proj} and ffn.layers), '
     'timm VisionTransformer (blocks with attn.{qkv,proj} and mlp.{fc1,fc2})')
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,7 +77,7 @@ def find_blocks(backbone: nn.Module) -> List[BlockLayout]:
     blocks: List[BlockLayout] = []
     for name, m in backbone.named_modules():
         attn = getattr(m, 'attn', None)
-        has_mlp = isinstance(getattr(m, 'ffn', None), nn.Module) or isinstance(getattr(m, 'mlp', None), nn.Module)
+        has_mlp = any(isinstance(getattr(m, a, None), nn.Module) for a in ('ffn', 'mlp'))
         if not isinstance(attn, nn.Module) or not has_mlp:
             continue
         where = f'{type(backbone).__name__}.{name}' if name else type(backbone).__name__
@@ -126,6 +125,25 @@ def find_blocks(backbone: nn.Module) -> List[BlockLayout]:
             f'{type(backbone).__name__}: no transformer block found (looked for modules with an `attn` '
             f'and an `ffn` or `mlp` child). Supported layouts: {SUPPORTED_LAYOUTS}')
     return blocks
+
+
+def transformer_scope(blocks: Sequence[BlockLayout]) -> str:
+    """The module holding the transformer (its blocks, patch embedding, norms), relative to the backbone.
+
+    The longest common prefix of the block names minus the container of the blocks: ``''`` for
+    mmseg / mmpretrain backbones (``stages.i.blocks.j``, ``layers.j``), ``vit`` for a wrapper with a
+    timm ViT at ``vit`` (``vit.blocks.j``), ``timm_model.model`` inside mmpretrain's TIMMBackbone.
+    Modules a wrapper adds beside the transformer (necks, pyramid modules) lie outside it.
+    """
+    parts = [b.name.split('.') for b in blocks]
+    common: List[str] = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    if len(blocks) == 1:
+        common = common[:-1]  # a lone block: its own name is the common prefix
+    return '.'.join(common[:-1])
 
 
 def get_module(root: nn.Module, name: str) -> nn.Module:

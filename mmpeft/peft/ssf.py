@@ -6,8 +6,11 @@ For the output ``y`` of an operation with C channels::
 
 after every linear layer (attention ``qkv`` and ``proj``, MLP ``fc1`` and ``fc2``, Swin's patch
 merging), every LayerNorm and the patch embedding convolution: the operations are found by type
-(``nn.Linear``, ``nn.LayerNorm``, ``nn.Conv2d``) anywhere in the backbone. ``gamma = 1, beta = 0`` at
-the start (``init_std > 0`` draws them around that, as the SSF paper's N(1, sigma) / N(0, sigma)).
+(``nn.Linear``, ``nn.LayerNorm``, ``nn.Conv2d``) in the transformer part of the backbone (see
+:func:`~mmpeft.peft.layout.transformer_scope`; modules a wrapper adds beside it, e.g. trainable
+pyramid modules, are left alone). Channels-first norms (timm's ``LayerNorm2d``) are skipped.
+``gamma = 1, beta = 0`` at the start (``init_std > 0`` draws them around that, as the SSF paper's
+N(1, sigma) / N(0, sigma)).
 
 Because ``gamma * (W x + b) + beta = (diag(gamma) W) x + (gamma * b + beta)`` (and likewise for a
 LayerNorm's affine and a convolution), the trained factors fold into the frozen weights
@@ -21,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import PEFT_METHODS
-from .layout import find_blocks, get_module
+from .layout import find_blocks, get_module, transformer_scope
 from .taskwise import TaskKey, TaskSwitch, TaskWise, TaskWiseMethod
 
 SSF_TYPES = (nn.Linear, nn.LayerNorm, nn.Conv2d)
@@ -91,11 +94,14 @@ class SSF(TaskWiseMethod):
         self.targets = []  # (ScaleShift name, operation name)
 
     def _inject(self, backbone: nn.Module) -> None:
-        find_blocks(backbone)  # fail on an unknown layout before adding anything
-        ops = [(n, m) for n, m in backbone.named_modules() if isinstance(m, SSF_TYPES) and n]
+        scope = transformer_scope(find_blocks(backbone))
+        prefix = scope + '.' if scope else ''
+        ops = [(prefix + n, m) for n, m in get_module(backbone, scope).named_modules()
+               if isinstance(m, SSF_TYPES) and n]
         for name, m in ops:
             if isinstance(m, nn.LayerNorm):
-                if not m.elementwise_affine:
+                # channels-first LayerNorm2d normalises dim 1 of (B, C, H, W): not a token-wise op
+                if not m.elementwise_affine or type(m).__name__.endswith('2d'):
                     continue
                 channels, channel_dim = m.normalized_shape[-1], -1
             elif isinstance(m, nn.Linear):

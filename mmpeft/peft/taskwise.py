@@ -11,6 +11,7 @@ task) work; the :class:`TaskSwitch` only carries that argument down to the injec
 duration of the call. With one task (the default) no argument is needed.
 """
 import contextlib
+import re
 import types
 from typing import Callable, Iterator, List, Optional, Sequence, Union
 
@@ -103,17 +104,56 @@ def _forward_with_task(self, *args, task: Optional[TaskKey] = None,
 
 def install_task_forward(backbone: nn.Module, switch: TaskSwitch) -> None:
     """Let ``backbone``'s forward take ``task=`` / ``tasks=`` (an instance-level forward: the class and
-    its state-dict keys are untouched). Undone by :func:`remove_task_forward`."""
+    its state-dict keys are untouched). Undone by :func:`remove_task_forward`.
+
+    With T > 1 the backbone also says so the way :class:`~mmpeft.models.MultiTaskDenseModel` asks:
+    ``task_conditioned = True`` and ``tasks`` (the task names, or indices when none were given), so
+    the model calls it as ``backbone(x, tasks=[...])`` and gets ``{task: features}``.
+    """
     if 'forward' in backbone.__dict__:
         raise RuntimeError(f'{type(backbone).__name__} already has an instance-level forward '
                            f'(was a PEFT method applied twice?)')
+    if switch.num_tasks > 1:
+        taken = [a for a in ('task_conditioned', 'tasks') if hasattr(backbone, a)]
+        if taken:
+            raise ValueError(f'{type(backbone).__name__} already has {taken}: it is task-conditioned '
+                             f'itself, task-wise PEFT modules do not apply to it')
+        backbone.task_conditioned = True
+        backbone.tasks = list(switch.tasks) if switch.tasks else list(range(switch.num_tasks))
     backbone.peft_task_switch = switch
     backbone.forward = types.MethodType(_forward_with_task, backbone)
 
 
 def remove_task_forward(backbone: nn.Module) -> None:
+    switch = backbone.__dict__.pop('peft_task_switch', None)
     backbone.__dict__.pop('forward', None)
-    backbone.__dict__.pop('peft_task_switch', None)
+    if switch is not None and switch.num_tasks > 1:
+        for key in ('task_conditioned', 'tasks'):
+            backbone.__dict__.pop(key, None)
+
+
+def declare_added_keys(backbone: nn.Module, names: Sequence[str]) -> None:
+    """Tell a strict checkpoint loader of the backbone that ``names`` (and what is under them) are
+    new, not missing from the pretrained checkpoint: ``backbone.peft_added_keys`` (a regex), and the
+    ``_added_keys`` regex that :class:`~mmpeft.backbones.PretrainedSwin` already honours."""
+    if not names:
+        return
+    own = '|'.join(rf'{re.escape(n)}(\.|$)' for n in names)
+    backbone.peft_added_keys = re.compile(rf'^({own})')
+    if hasattr(backbone, '_added_keys'):
+        previous = getattr(backbone, '_added_keys')
+        pattern = rf'^({own})' if previous is None else rf'(?:{previous.pattern})|^({own})'
+        backbone._added_keys = re.compile(pattern)
+
+
+def injected_state_keys(module: nn.Module) -> List[str]:
+    """State-dict keys of ``module`` (relative to it) that belong to mmpeft-injected modules.
+
+    Strict pretrained-weight loaders skip these: they are new, not missing from the checkpoint. Works
+    for any sub-module of a PEFT backbone (e.g. the timm ViT inside a wrapper).
+    """
+    prefixes = [n + '.' for n, m in module.named_modules() if isinstance(m, TaskWise) and n]
+    return [k for k in module.state_dict() if any(k.startswith(p) for p in prefixes)]
 
 
 def forward_for_task(backbone: nn.Module, x: torch.Tensor, task: Optional[TaskKey] = None):
@@ -202,6 +242,7 @@ class TaskWiseMethod(PEFTMethod):
         check_task_capable(backbone, self.switch)
         self._inject(backbone)
         install_task_forward(backbone, self.switch)
+        declare_added_keys(backbone, self.injected)
 
     def _inject(self, backbone: nn.Module) -> None:
         raise NotImplementedError
@@ -231,6 +272,8 @@ class TaskWiseMethod(PEFTMethod):
             detach(backbone, name)
         self.injected = []
         remove_task_forward(backbone)
+        for key in ('peft_added_keys', '_added_keys'):
+            backbone.__dict__.pop(key, None)
 
     def _merge_task(self, task: Optional[TaskKey]) -> int:
         if task is None:

@@ -135,3 +135,13 @@ def test_peft_backbone_frozen_norms_stay_eval():
     # BitFit trains the norms' biases, so they are not "frozen" modules; dropouts are
     drops = [mod for n, mod in m.named_modules() if isinstance(mod, nn.Dropout)]
     assert drops and all(not d.training for d in drops)
+
+
+def test_peft_backbone_deepcopy_inits_the_copy():
+    import copy
+    m = _build_peft(dict(type='BitFit'))
+    c = copy.deepcopy(m)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    c.init_weights()
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # original untouched
+    assert [n for n, p in c.named_parameters() if p.requires_grad] == m.peft_trainable

@@ -16,7 +16,6 @@ import os.path as osp
 from typing import Any, List, Optional
 
 import mmpeft  # noqa: F401  (registers mmpeft classes; legacy torch.load for mmengine checkpoints)
-import torch
 import torch.nn as nn
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope

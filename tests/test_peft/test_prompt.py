@@ -1,0 +1,120 @@
+"""VPT: prompt tokens in plain ViTs (token insertion, as the paper) and in Swin (extra keys / values
+of every window, under shifted windows and sizes not divisible by the window); counts on Swin-T."""
+import copy
+
+import pytest
+import timm
+import torch
+
+from mmpeft.peft.layout import override_window_attention
+from mmpeft.peft.prompt import VPT
+from mmpeft.registry import MODELS, PEFT_METHODS
+from peft_checks import (SWIN, TASKS, build, check_keys, check_step, check_trainable_is_injected,
+                         encoder_trainable_millions, images, max_diff, outputs)
+
+KINDS = ['swin', 'mmpretrain_vit', 'timm_vit']
+
+
+@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('deep', [True, False])
+def test_vpt_shapes_step_and_grads(kind, deep):
+    peft, plain = build(kind, dict(type='VPT', num_tokens=3, deep=deep, num_tasks=2))
+    check_keys(peft, plain)
+    check_trainable_is_injected(peft)
+    x = images(kind)
+    with torch.no_grad():
+        a, b, ref = outputs(peft, x, 0), outputs(peft, x, 1), outputs(plain, x)
+    assert [o.shape for o in a] == [o.shape for o in ref]  # prompts never leak into the features
+    assert max_diff(a, ref) > 0 and max_diff(a, b) > 0     # prompts act, per task
+    check_step(peft, x, 2)
+
+
+def test_swin_window_attention_reimplementation_is_exact():
+    """Without prompts the overridden windowed attention computes what the toolbox's does."""
+    torch.manual_seed(0)
+    cfg = dict(SWIN, depths=(2, 2, 2, 2))
+    plain = MODELS.build(cfg)
+    plain.init_weights()
+    plain.eval()
+    other = copy.deepcopy(plain)
+    for m in other.modules():
+        if hasattr(m, 'relative_position_bias_table'):
+            override_window_attention(m)
+    x = torch.randn(2, 3, 60, 76)  # 15 x 19 tokens: padding in every stage, shifts in every stage
+    with torch.no_grad():
+        assert max_diff(list(other(x)), list(plain(x))) < 1e-6
+
+
+@pytest.mark.parametrize('size', [(60, 76), (64, 64), (20, 28)])
+def test_swin_prompts_with_shifted_windows_and_padding(size):
+    cfg = dict(SWIN, depths=(2, 2, 2, 2))
+    from mmpeft.backbones import PEFTBackbone
+    torch.manual_seed(0)
+    peft = PEFTBackbone(cfg, dict(type='VPTDeep', num_tokens=4))
+    peft.init_weights()
+    x = torch.randn(2, 3, *size)
+    outs = peft(x)
+    assert [o.shape[-2:] for o in outs] == [torch.Size([-(-size[0] // s), -(-size[1] // s)])
+                                            for s in (4, 8, 16, 32)]
+    sum(o.pow(2).mean() for o in outs).backward()
+    grads = {n: p.grad for n, p in peft.named_parameters() if p.requires_grad}
+    assert len(grads) == 8 and all(g is not None and g.abs().sum() > 0 for g in grads.values())
+
+
+def test_swin_prompt_is_seen_from_every_window():
+    """A prompt is a key/value of every window, whatever the shift mask: perturbing it moves every token."""
+    from mmpeft.backbones import PEFTBackbone
+    torch.manual_seed(0)
+    peft = PEFTBackbone(dict(SWIN, depths=(2, 1, 1, 1), out_indices=(0,)), dict(type='VPTDeep', num_tokens=2))
+    peft.init_weights()
+    peft.eval()
+    x = torch.randn(1, 3, 64, 64)  # 16 x 16 tokens, 16 windows; block 1 shifts
+    with torch.no_grad():
+        before = peft(x)[0]
+        peft.stages[0].blocks[1].vpt.prompts.add_(1.0)  # the shifted block's prompts only
+        after = peft(x)[0]
+    moved = (after - before).abs().sum(1)[0]  # (16, 16) per token
+    assert (moved > 0).all()
+
+
+def _timm_manual(vit, x, prompts, deep):
+    """VPT written out by hand on a timm ViT: the reference for the hook-based insertion (``forward``
+    called directly, so the blocks' hooks do not run)."""
+    x = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+    n = prompts[0].shape[0]
+    if deep:
+        for blk, p in zip(vit.blocks, prompts):
+            x = blk.forward(torch.cat([x, p.expand(x.shape[0], -1, -1)], 1))[:, :-n]
+    else:
+        x = torch.cat([x, prompts[0].expand(x.shape[0], -1, -1)], 1)
+        for blk in vit.blocks:
+            x = blk.forward(x)
+        x = x[:, :-n]
+    return vit.norm(x)
+
+
+@pytest.mark.parametrize('deep', [True, False])
+def test_timm_token_insertion_matches_the_written_out_vpt(deep):
+    torch.manual_seed(0)
+    vit = timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=8, embed_dim=32, depth=3,
+                            num_heads=2, num_classes=0)
+    vit.eval()
+    method = PEFT_METHODS.build(dict(type='VPT', num_tokens=3, deep=deep))
+    method.inject(vit)
+    prompts = [vit.get_submodule(n).prompts[0] for n in method.injected]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert max_diff([vit.forward_features(x)], [_timm_manual(vit, x, prompts, deep)]) < 1e-6
+
+
+def test_vpt_bad_config():
+    with pytest.raises(ValueError, match='num_tokens'):
+        VPT(num_tokens=0)
+
+
+def test_counts_swin_t_4_tasks():
+    """Polyhistor Table 1: VPT-shallow 0.02M, VPT-deep 0.88M (50 prompts per layer, 4 tasks)."""
+    deep = encoder_trainable_millions(dict(type='VPTDeep', tasks=TASKS))
+    shallow = encoder_trainable_millions(dict(type='VPTShallow', tasks=TASKS))
+    assert deep == 50 * 4416 * 4 / 1e6 and abs(deep / 0.88 - 1) < 0.05
+    assert shallow == 50 * 96 * 4 / 1e6 and abs(shallow / 0.02 - 1) < 0.05
