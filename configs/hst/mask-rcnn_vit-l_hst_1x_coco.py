@@ -1,7 +1,7 @@
 # HST with a frozen ImageNet-21k ViT-L/16: Mask R-CNN, 1x schedule, COCO. Paper Table 4 (ViT-L rows:
 # 45.5 AP^b / 41.5 AP^m). The side network keeps the ViT-B dims; its 24 Side blocks are 6 per stage,
 # fed by ViT layers 0-5, 6-11, 12-17, 18-23 (Table 1).
-# Weights: jx_vit_large_patch16_224_in21k-606da67d.pth from timm's v0.1-vitjx release, saved as
+# Weights: the ImageNet-21k ViT-L/16 of timm's v0.1-vitjx release (jx_vit_large_patch16_224_in21k-*.pth), saved as
 # pretrain/jx_vit_large_patch16_224_in21k.pth.
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
 custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)

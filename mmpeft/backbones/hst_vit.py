@@ -15,19 +15,22 @@ meta tokens and the ``norm1`` / ``norm2`` LayerNorms of the ViT blocks that feed
 Everything else of the ViT (embeddings, attention, MLPs, final norm) is frozen, its dropout /
 drop-path kept in eval mode.
 
-Parameter counts (``mmpeft.utils.count_params``, backbone trainable; tests/test_backbones/test_hst_vit.py
-asserts them):
+Parameter counts (``mmpeft.utils.count_params``, trainable; the tests assert the backbone ones):
 
-================================  ==========================  =================
-ViT / side network                backbone trainable          with FPN (256 ch)
-================================  ==========================  =================
-ViT-B/16, ``[32, 48, 64, 72]``    0.764M (paper: 0.78M with a VTAB head)
-ViT-B/16, ``[64, 128, 256, 384]`` 10.40M                      12.98M (paper: 13.21M)
-ViT-L/16, ``[64, 128, 256, 384]`` 19.17M                      21.75M (paper: 19.86M)
-================================  ==========================  =================
-
-The paper's ViT-L figure cannot come from the same block design with twice the Side blocks
-(6 per stage, Table 1); we keep the design that fits both ViT-B figures and report ViT-L as it is.
+====================================  ===================  ========================================
+backbone                              backbone trainable   whole model (paper)
+====================================  ===================  ========================================
+ViT-B/16 + ``[32, 48, 64, 72]``       0.764M               0.77M VTAB CIFAR-100 (0.78M, Table 2/3)
+ViT-B/16 + ``[64, 128, 256, 384]``    10.40M               + FPN 12.97M (Table 1: 13.21M);
+                                                           Mask R-CNN 30.52M (30.6M), Cascade
+                                                           68.35M (68.4M), ATSS 18.47M (18.5M),
+                                                           Semantic FPN 14.62M (14.7M), UperNet
+                                                           39.86M (39.9M)
+ViT-L/16 + ``[64, 128, 256, 384]``    19.13M               Mask R-CNN 39.25M (39.62M); + FPN 21.70M
+                                                           (Table 1: 19.86M, which Table 4 contradicts)
+ViT-L/16 + ``[32, 48, 64, 72]``       1.36M                (Table 1: 0.78M, the ViT-B figure repeated;
+                                                           the ViT-L LayerNorms and bridge alone exceed it)
+====================================  ===================  ========================================
 
 Input sizes: any ``H x W`` of at least one ViT patch. The image is zero-padded at the bottom / right to
 multiples of 32 (then, for a patch size that does not divide 32, further to multiples of the patch for
@@ -51,13 +54,13 @@ and ``init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_
 0.5 (127.5 in pixel units), MAE with the ImageNet mean / std; the configs set the data preprocessor
 accordingly.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
-from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
+from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules
 from ..registry import MODELS
 from .side_network import HierarchicalSideNetwork
 from .timm_vit import (build_timm_vit, check_input, pad_to_multiple, stage_resolutions,
@@ -68,24 +71,26 @@ from .vit_checkpoint import LAYOUTS, load_vit_weights
 OUT_TYPES = ('featmap', 'pooled')
 
 
-def pretrained_checkpoint(pretrained: Optional[str], init_cfg, owner: str) -> Optional[str]:
-    """The checkpoint path given by ``pretrained`` or ``init_cfg=dict(type='Pretrained', ...)``."""
+def pretrained_checkpoint(pretrained: Optional[str], init_cfg,
+                          owner: str) -> Tuple[Optional[str], Optional[str]]:
+    """``(path, prefix)`` of the checkpoint given by ``pretrained`` or
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix='backbone.'])``."""
     if pretrained is not None and init_cfg is not None:
         raise ValueError(f'{owner}: give the checkpoint by `pretrained` or `init_cfg`, not both')
     if pretrained is not None:
         if not isinstance(pretrained, str):
             raise TypeError(f'{owner}: pretrained must be a path, got {type(pretrained).__name__}')
-        return pretrained
+        return pretrained, None
     if init_cfg is None:
-        return None
+        return None, None
     if not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained' or 'checkpoint' not in init_cfg:
         raise ValueError(f"{owner}: init_cfg must be None or dict(type='Pretrained', checkpoint=PATH) "
                          f'(the trainable modules have their own initialisation); got {init_cfg!r}')
-    unknown = set(init_cfg) - {'type', 'checkpoint', 'map_location'}
+    unknown = set(init_cfg) - {'type', 'checkpoint', 'prefix', 'map_location'}
     if unknown:
         raise ValueError(f'{owner}: init_cfg keys {sorted(unknown)} are not supported '
                          '(the ViT checkpoint layout is chosen by `checkpoint_layout`)')
-    return init_cfg['checkpoint']
+    return init_cfg['checkpoint'], init_cfg.get('prefix')
 
 
 def even_depths(num_layers: int, num_stages: int, owner: str) -> List[int]:
@@ -129,8 +134,9 @@ class HSTViT(BaseModule):
             for mmpretrain's ``LinearClsHead``.
         pretrained: path of the ViT checkpoint (shorthand for ``init_cfg``).
         checkpoint_layout: ``'auto'``, ``'timm'``, ``'mae'``, ``'mmpretrain'`` or ``'mmseg'``.
-        init_cfg: ``None`` or ``dict(type='Pretrained', checkpoint=PATH)``; the ViT weights are loaded
-            strictly in :meth:`init_weights` (missing / unexpected keys are errors naming them).
+        init_cfg: ``None`` or ``dict(type='Pretrained', checkpoint=PATH)`` (``prefix='...'`` picks the
+            ViT out of a bigger checkpoint; ``backbone.`` is found without it); the ViT weights are
+            loaded strictly in :meth:`init_weights` (missing / unexpected keys are errors naming them).
     """
 
     strides = (4, 8, 16, 32)
@@ -156,7 +162,7 @@ class HSTViT(BaseModule):
                  checkpoint_layout: str = 'auto',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=None)
-        self.checkpoint = pretrained_checkpoint(pretrained, init_cfg, 'HSTViT')
+        self.checkpoint, self.checkpoint_prefix = pretrained_checkpoint(pretrained, init_cfg, 'HSTViT')
         if checkpoint_layout not in LAYOUTS:
             raise ValueError(f'HSTViT: checkpoint_layout {checkpoint_layout!r} is not one of {LAYOUTS}')
         self.checkpoint_layout = checkpoint_layout
@@ -217,14 +223,23 @@ class HSTViT(BaseModule):
             layers = '|'.join(str(i) for i in range(self.num_layers))
             patterns.append(rf'vit\.blocks\.({layers})\.norm[12]\.')
         self.trainable_names = apply_trainable(self, patterns)
-        frozen_eval = ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)]
-        self._eval_hook = keep_in_eval(self, frozen_eval) if frozen_eval else None
+        # frozen dropout / drop-path (and norms) of the ViT behave as pretrained: eval mode, see train()
+        self.frozen_eval_modules = ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)]
+        self.train()
+
+    def train(self, mode: bool = True) -> 'HSTViT':
+        """Set the mode; the frozen ViT's dropout / drop-path / frozen norms always stay in eval."""
+        super().train(mode)
+        for name in self.frozen_eval_modules:
+            self.get_submodule(name).eval()
+        return self
 
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:
         """Load the ViT checkpoint (if any), strictly. The HST modules keep their own init."""
         if self.checkpoint is not None:
-            load_vit_weights(self.vit, self.checkpoint, layout=self.checkpoint_layout)
+            load_vit_weights(self.vit, self.checkpoint, layout=self.checkpoint_layout,
+                             prefix=self.checkpoint_prefix)
         self._is_init = True
 
     # ------------------------------------------------------------------ forward

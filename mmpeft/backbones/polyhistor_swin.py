@@ -16,7 +16,8 @@ for ``max(1, n // q)`` per adapter), ``embed_dims_task`` (k), ``scales`` (s per 
 mode (:data:`MODE_DEFAULTS`) are those of appendix G (Polyhistor: rho=16, r=n/4, k=64; Lite: rho=2,
 r=n/4, k=64) and of Tables 1/6 for Hyperformer (rho=8, k=64).
 
-What the paper leaves open, and what is done here (parameter counts: ``docs`` in the configs' README):
+What the paper leaves open, and what is done here (the parameter counts these choices give are in
+``tests/test_models/test_polyhistor_configs.py``):
 
 - placement: Houlsby / Hyperformer style, two adapters per Swin block, on the output of the window
   attention and on the output of the MLP, each before its residual addition:
@@ -25,8 +26,8 @@ What the paper leaves open, and what is done here (parameter counts: ``docs`` in
   Polyhistor generate ``b_down, b_up, gamma, beta`` from the task embedding with a per-adapter
   hyper-network (``k (n + 3d)`` parameters); Lite keeps them as per-task parameters of each adapter;
 - ``gamma, beta`` start at zero, so at initialisation the model computes exactly the frozen Swin;
-- the backbone's own LayerNorms train (shared by the tasks; ``train_backbone_norms``), as Hyperformer
-  does with its backbone's layer norms;
+- the backbone's own LayerNorms train (shared by the tasks; ``train_backbone_norms``, 26k parameters on
+  Swin-T), as adapter tuning since Houlsby et al. does; it matters only for Lite's small counts;
 - Lite's shared pair gives ``W_down`` and ``W_up^T`` their own rank-``r`` factors
   (``factorization='per_projection'``): the paper's Lite counts (Table 2 over k, Table 3 over rho) grow
   as ``2k(d+n)r``; ``'joint'`` is eq. 5 literally (``k(d+2n)r``). Polyhistor uses ``'joint'`` (Table 5).
@@ -43,6 +44,7 @@ converting the layout, and treats a missing or unexpected backbone key as an err
 """
 import re
 from collections import OrderedDict
+from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -103,16 +105,21 @@ class PretrainedSwin(SwinTransformer):
 
     ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` accepts the official checkpoints
     (``swin_tiny_patch4_window7_224.pth``, weights under ``model``, ``layers.*`` layout, converted on
-    load), mmseg / mmpretrain-converted ones (``stages.*``, optionally under ``backbone.``) and full
-    segmentor checkpoints (only ``backbone.*`` is taken). Relative position bias tables are resized
-    bicubically for another window size. Unlike mmseg (``strict=False``), a backbone weight missing from
-    the checkpoint or a checkpoint weight the backbone lacks raises ``KeyError``; only the classifier
-    (``head.*``, final ``norm.*``), derived buffers and the per-stage output norms ``norm0..3`` (absent
-    from classification checkpoints, identity-initialised) are exempt.
+    load), mmseg-layout ones (``stages.*``, e.g. converted by mmseg's ``swin2mmseg.py``, optionally
+    under ``backbone.``) and full segmentor checkpoints (only ``backbone.*`` is taken). Relative
+    position bias tables are resized bicubically for another window size. Unlike mmseg
+    (``strict=False``), a backbone weight missing from the checkpoint or a checkpoint weight the backbone
+    lacks raises ``KeyError``; only the classifier (``head.*``, final ``norm.*``), derived buffers and
+    the per-stage output norms ``norm0..3`` (absent from classification checkpoints,
+    identity-initialised as in mmseg) are exempt.
     """
 
     #: regular expression of parameter names that subclasses add (not expected in a Swin checkpoint)
     _added_keys: Optional[re.Pattern] = None
+
+    def train(self, mode: bool = True) -> 'PretrainedSwin':
+        super().train(mode)  # mmseg's returns None; nn.Module.train returns the module
+        return self
 
     def init_weights(self) -> None:
         if self.init_cfg is None or self.init_cfg.get('type') != 'Pretrained':
@@ -219,7 +226,8 @@ class PolyhistorSwin(PretrainedSwin):
         self.batched = batched
         k, rho = self.embed_dims_task, self.reduction_ratio
         if k < 2 or (mode == 'polyhistor_lite' and k % 2):
-            raise ValueError(f'PolyhistorSwin: embed_dims_task (k) must be >= 2{" and even for Lite" if mode == "polyhistor_lite" else ""}, got {k}')
+            need = ' and even for Lite ([task; layer] embeddings of k/2 each)' if mode == 'polyhistor_lite' else ''
+            raise ValueError(f'PolyhistorSwin: embed_dims_task (k) must be >= 2{need}, got {k}')
 
         def bottleneck(d: int) -> int:
             if rho < 1 or d % rho:
@@ -338,7 +346,8 @@ class PolyhistorSwin(PretrainedSwin):
             for j, block in enumerate(stage.blocks):
                 pa = params.get(f'stage{i}_block{j}_attn')
                 pf = params.get(f'stage{i}_block{j}_ffn')
-                fn = lambda t, b=block, a=pa, f=pf, e=expanded: self._block(b, t, hw_shape, a, f, groups, e)  # noqa
+                # everything bound now: with_cp re-runs fn in the backward pass, after the loop has moved on
+                fn = partial(self._block, block, hw_shape=hw_shape, pa=pa, pf=pf, groups=groups, expanded=expanded)
                 x = cp.checkpoint(fn, x, use_reentrant=False) if block.with_cp and x.requires_grad else fn(x)
                 expanded = expanded or pa is not None or pf is not None
             out, out_hw_shape = x, hw_shape

@@ -10,9 +10,10 @@ Four stages at strides 4, 8, 16, 32 of the (padded) image, widths ``d_j`` (``emb
 The cross-attention's queries are the ``L = H_j W_j`` side tokens and its keys / values the
 ``N + 1`` (= 2) Meta-Global tokens, so it costs ``O(2 L d)`` (eq. 3).
 
-Details the paper leaves open, chosen so that ViT-B + ``[32, 48, 64, 72]`` gives 0.765M and
-ViT-B + ``[64, 128, 256, 384]`` 10.40M trainable backbone parameters (Table 1 without / with the
-neck's share, see ``HSTViT``):
+Details the paper leaves open, chosen so that the trainable backbone parameters (side network +
+bridge + meta tokens + ViT LayerNorms) come to 0.764M for ViT-B + ``[32, 48, 64, 72]`` (paper:
+0.78M with a classifier head) and 10.40M for ViT-B + ``[64, 128, 256, 384]`` (whole detectors and
+segmentors then match Tables 4 and 5 to within 0.1M, see ``HSTViT``):
 
 * **stem** (image -> stride 4): ``conv3x3/s2 (3 -> d_1/2) - LN - GELU - conv3x3/s2 (d_1/2 -> d_1) - LN``
   (``stem_channels`` sets the hidden width);
@@ -26,7 +27,7 @@ neck's share, see ``HSTViT``):
 
 All norms are LayerNorms, so nothing depends on the batch (batch size 1 trains as any other).
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -198,7 +199,8 @@ class HierarchicalSideNetwork(nn.Module):
             if j > 0:
                 x = self.downsamples[j - 1](x)
             b, c, h, w = x.shape
-            tokens = x.flatten(2).transpose(1, 2)  # (B, L, d_j)
+            # (B, L, d_j), contiguous: the linears on it are skinny GEMMs, slow on strided input
+            tokens = x.flatten(2).transpose(1, 2).contiguous()
             for blk in blocks:
                 mg, fg = bridge(layer, patch[layer], register[layer], (h, w))
                 tokens = blk(tokens, mg, fg)

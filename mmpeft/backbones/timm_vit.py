@@ -2,7 +2,7 @@
 
 The ViT is built by name with ``timm.create_model(name, pretrained=False)`` (weights come later from a
 local checkpoint, see :mod:`mmpeft.backbones.vit_checkpoint`), without a classifier (``num_classes=0``,
-``global_pool=''``) and with ``dynamic_img_size=True``, so timm resamples the position embedding to
+``global_pool=''`` where the model allows it) and with ``dynamic_img_size=True``, so timm resamples the position embedding to
 the token grid of every input (bicubic, from the grid it was pretrained at).
 
 :func:`vit_layer_outputs` runs the embedding and the blocks and returns what every layer produced,
@@ -52,13 +52,24 @@ def build_timm_vit(name: str, **kwargs) -> nn.Module:
     if fixed:
         raise ValueError(f'vit_kwargs {fixed} are set by mmpeft (no head, dynamic image size, '
                          'weights from a local checkpoint); remove them')
-    model = timm.create_model(name, pretrained=False, num_classes=0, global_pool='',
-                              dynamic_img_size=True, **kwargs)
+    not_vit = (f'timm model {name!r} is not a plain ViT of timm\'s VisionTransformer family '
+               '(patch_embed, cls/register tokens, absolute position embedding, `blocks` taking one '
+               'token sequence); choose a vit_* / deit_* model')
+    try:
+        try:
+            # global_pool='': no pooling modules (fc_norm / attention pool); the final norm stays `norm`
+            model = timm.create_model(name, pretrained=False, num_classes=0, global_pool='',
+                                      dynamic_img_size=True, **kwargs)
+        except AssertionError:
+            # e.g. DeiT's distilled ViT insists on its token pooling; the pool is unused here anyway
+            model = timm.create_model(name, pretrained=False, num_classes=0,
+                                      dynamic_img_size=True, **kwargs)
+    except TypeError as e:
+        if 'dynamic_img_size' in str(e) or 'global_pool' in str(e):
+            raise ValueError(f'{not_vit}: {e}') from e
+        raise
     if not isinstance(model, VisionTransformer) or not hasattr(model, 'blocks'):
-        raise ValueError(
-            f'timm model {name!r} builds a {type(model).__name__}, not a plain ViT of timm\'s '
-            'VisionTransformer family (patch_embed, cls/register tokens, absolute position '
-            'embedding, `blocks` taking one token sequence); choose a vit_* / deit_* model')
+        raise ValueError(f'{not_vit}; it builds a {type(model).__name__}')
     return model
 
 

@@ -106,8 +106,12 @@ def mmseg_to_timm(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Ten
     return _convert(state, _MMSEG_RULES, 'mmseg')
 
 
-def unwrap_checkpoint(ckpt: dict, source: str = 'checkpoint') -> Tuple[Dict[str, torch.Tensor], str, List[str]]:
+def unwrap_checkpoint(ckpt: dict, source: str = 'checkpoint', prefix: Optional[str] = None
+                      ) -> Tuple[Dict[str, torch.Tensor], str, List[str]]:
     """The ViT's state dict inside a checkpoint object.
+
+    ``prefix`` (e.g. ``'encoder.'``) selects the ViT's keys in a bigger model's checkpoint; without it
+    a ``backbone.`` prefix is recognised.
 
     Returns:
         ``(state, container, dropped)``: the tensors with ``module.`` / ``backbone.`` prefixes removed,
@@ -127,10 +131,14 @@ def unwrap_checkpoint(ckpt: dict, source: str = 'checkpoint') -> Tuple[Dict[str,
     if all(k.startswith('module.') for k in state):
         state = OrderedDict((k[len('module.'):], v) for k, v in state.items())
     dropped: List[str] = []
-    if any(k.startswith('backbone.') for k in state):
-        dropped = [k for k in state if not k.startswith('backbone.')]
-        state = OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
-                            if k.startswith('backbone.'))
+    if prefix is None and any(k.startswith('backbone.') for k in state):
+        prefix = 'backbone.'
+    if prefix:
+        dropped = [k for k in state if not k.startswith(prefix)]
+        state = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
+        if not state:
+            raise KeyError(f'{source} has no keys starting with prefix {prefix!r} '
+                           f'(keys: {_sample(dropped)})')
     return state, container, dropped
 
 
@@ -146,15 +154,15 @@ def detect_layout(state: Dict[str, torch.Tensor], container: str = 'root') -> st
                    f'"blocks.<i>." or mmpretrain / mmseg "layers.<i>." keys); keys: {_sample(keys)}')
 
 
-def to_timm_state(ckpt: dict, layout: str = 'auto', source: str = 'checkpoint'
-                  ) -> Tuple['OrderedDict[str, torch.Tensor]', str, List[str]]:
+def to_timm_state(ckpt: dict, layout: str = 'auto', source: str = 'checkpoint',
+                  prefix: Optional[str] = None) -> Tuple['OrderedDict[str, torch.Tensor]', str, List[str]]:
     """Unwrap and convert a checkpoint object to timm keys.
 
     Returns ``(state, layout, dropped)`` with ``dropped`` the non-backbone keys left out.
     """
     if layout not in LAYOUTS:
         raise ValueError(f'checkpoint layout {layout!r} is not one of {LAYOUTS}')
-    state, container, dropped = unwrap_checkpoint(ckpt, source)
+    state, container, dropped = unwrap_checkpoint(ckpt, source, prefix)
     found = detect_layout(state, container)
     if layout == 'auto':
         layout = found
@@ -181,13 +189,15 @@ def _resample_pos_embed(vit: nn.Module, posemb: torch.Tensor) -> torch.Tensor:
 
 
 def load_vit_weights(vit: nn.Module, checkpoint: Union[str, dict], layout: str = 'auto',
-                     map_location: str = 'cpu', logger: Optional[str] = 'current') -> Dict[str, object]:
+                     prefix: Optional[str] = None, map_location: str = 'cpu',
+                     logger: Optional[str] = 'current') -> Dict[str, object]:
     """Load a timm ViT's weights from a local file (or a loaded checkpoint dict), strictly.
 
     Args:
         vit: a timm ViT built by :func:`mmpeft.backbones.timm_vit.build_timm_vit`.
         checkpoint: path (anything mmengine's ``CheckpointLoader`` reads) or a checkpoint dict.
         layout: one of ``LAYOUTS``; ``'auto'`` detects it from the keys.
+        prefix: the ViT's key prefix in a bigger checkpoint (``backbone.`` is found without it).
 
     Returns:
         A report: ``layout``, ``loaded`` (number of tensors), ``dropped`` (keys not used, with why).
@@ -202,8 +212,11 @@ def load_vit_weights(vit: nn.Module, checkpoint: Union[str, dict], layout: str =
         ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location, logger=logger)
     else:
         ckpt = checkpoint
-    state, layout, other_parts = to_timm_state(ckpt, layout, str(source))
-    own = vit.state_dict()
+    state, layout, other_parts = to_timm_state(ckpt, layout, str(source), prefix)
+    # modules a PEFT method injected are new, not missing from the checkpoint
+    from ..peft.taskwise import injected_state_keys
+    injected = set(injected_state_keys(vit))
+    own = {k: v for k, v in vit.state_dict().items() if k not in injected}
 
     dropped: Dict[str, str] = {k: 'not part of the backbone' for k in other_parts}
     for k in list(state):
@@ -214,6 +227,12 @@ def load_vit_weights(vit: nn.Module, checkpoint: Union[str, dict], layout: str =
                 dropped[k] = why
                 del state[k]
                 break
+
+    if layout == 'mmseg' and 'patch_embed.proj.bias' in own and 'patch_embed.proj.bias' not in state:
+        # mmseg's ViT defaults to patch_bias=False: no bias is exactly a zero bias
+        state['patch_embed.proj.bias'] = torch.zeros_like(own['patch_embed.proj.bias'])
+        print_log(f'ViT checkpoint {source}: mmseg ViT without patch-embedding bias, '
+                  'patch_embed.proj.bias set to zeros', logger=logger)
 
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -226,16 +245,22 @@ def load_vit_weights(vit: nn.Module, checkpoint: Union[str, dict], layout: str =
             msg.append(f'unexpected keys: {_sample(unexpected)}')
         raise KeyError(' '.join(msg))
 
-    if 'pos_embed' in state and state['pos_embed'].shape != own['pos_embed'].shape:
+    # a position embedding of another grid (same width) is resampled; any other shape is an error
+    resample = ('pos_embed' in state and state['pos_embed'].shape != own['pos_embed'].shape
+                and state['pos_embed'].shape[-1] == own['pos_embed'].shape[-1])
+    bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+           for k, v in state.items() if v.shape != own[k].shape and not (resample and k == 'pos_embed')]
+    if bad:
+        raise ValueError(f'ViT checkpoint {source}: shapes do not fit: ' + '; '.join(bad[:12])
+                         + (f' ({len(bad)} in all)' if len(bad) > 12 else ''))
+    if resample:
         old = tuple(state['pos_embed'].shape)
         state['pos_embed'] = _resample_pos_embed(vit, state['pos_embed'])
         print_log(f'pos_embed resampled from {old} to {tuple(own["pos_embed"].shape)}', logger=logger)
-    bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-           for k, v in state.items() if v.shape != own[k].shape]
-    if bad:
-        raise ValueError(f'ViT checkpoint {source}: shapes do not fit: ' + '; '.join(bad[:12]))
 
-    vit.load_state_dict(state, strict=True)
+    result = vit.load_state_dict(state, strict=False)
+    # strictness over the ViT's own keys was checked above; only injected keys may stay unloaded
+    assert not result.unexpected_keys and set(result.missing_keys) <= injected, result
     if dropped:
         whys = sorted(set(dropped.values()))
         print_log(f'ViT checkpoint {source}: {len(dropped)} keys not used by the backbone were '

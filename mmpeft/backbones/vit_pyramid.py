@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from timm.layers import LayerNorm2d
 
-from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
+from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules
 from ..registry import MODELS
 from .hst_vit import pretrained_checkpoint
 from .timm_vit import (build_timm_vit, check_input, pad_to_multiple, stage_resolutions,
@@ -71,7 +71,7 @@ class ViTPyramid(BaseModule):
             raise ValueError(f'ViTPyramid: out_indices {list(out_indices)} must be stages 0-3')
         self.finetune = finetune
         self.out_indices = out_indices
-        self.checkpoint = pretrained_checkpoint(pretrained, init_cfg, 'ViTPyramid')
+        self.checkpoint, self.checkpoint_prefix = pretrained_checkpoint(pretrained, init_cfg, 'ViTPyramid')
         self.checkpoint_layout = checkpoint_layout
         self.vit = build_timm_vit(vit_name, **(vit_kwargs or {}))
         self.patch_size = vit_patch_size(self.vit)
@@ -83,15 +83,25 @@ class ViTPyramid(BaseModule):
         self.fpn4 = nn.MaxPool2d(2, 2)
         if finetune == 'linear_probe':
             self.trainable_names = apply_trainable(self, [r'fpn1\.', r'fpn2\.'])
-            frozen = ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)]
-            self._eval_hook = keep_in_eval(self, frozen) if frozen else None
+            # the frozen ViT behaves as pretrained: dropout / drop-path off (see train())
+            self.frozen_eval_modules = ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)]
         else:
             self.trainable_names = apply_trainable(self, [r'.'])
+            self.frozen_eval_modules = []
+        self.train()
+
+    def train(self, mode: bool = True) -> 'ViTPyramid':
+        """Set the mode; for linear probing the frozen ViT's dropout / drop-path stay in eval."""
+        super().train(mode)
+        for name in self.frozen_eval_modules:
+            self.get_submodule(name).eval()
+        return self
 
     def init_weights(self) -> None:
         """Load the ViT checkpoint (if any), strictly; the pyramid modules keep PyTorch's init."""
         if self.checkpoint is not None:
-            load_vit_weights(self.vit, self.checkpoint, layout=self.checkpoint_layout)
+            load_vit_weights(self.vit, self.checkpoint, layout=self.checkpoint_layout,
+                             prefix=self.checkpoint_prefix)
         self._is_init = True
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

@@ -93,7 +93,8 @@ class PascalContextMultiTaskDataset(BaseDataset):
         data_prefix: folders of each file kind, relative to ``data_root`` (keys ``img_path``,
             ``semseg_voc``, ``semseg_context``, ``parts``, ``sal``, ``normals``).
         check_files: verify at initialisation that every listed file exists, so a broken copy of
-            the dataset fails at once, naming the files, rather than mid-training.
+            the dataset fails at once, naming the files, rather than mid-training. (The semseg
+            files are looked up in any case: that is how VOC12 or pascal-context is chosen.)
         img_suffix, seg_suffix: file extensions.
         **kwargs: the rest of :class:`mmengine.dataset.BaseDataset`'s arguments (``pipeline``,
             ``test_mode``, ``indices``, ``lazy_init``, ``serialize_data``, ``max_refetch``,
@@ -101,6 +102,7 @@ class PascalContextMultiTaskDataset(BaseDataset):
 
     Raises:
         FileNotFoundError: naming the id list, the person list or the missing annotation files.
+        ValueError: unknown tasks, or ids of the id list missing from the person list.
     """
 
     METAINFO = dict(classes=SEMSEG_CLASSES, palette=voc_palette(len(SEMSEG_CLASSES)),
@@ -192,7 +194,7 @@ class PascalContextMultiTaskDataset(BaseDataset):
         if missing:
             shown = '\n  '.join(missing[:10])
             more = f'\n  ... and {len(missing) - 10} more' if len(missing) > 10 else ''
-            raise FileNotFoundError(f'PASCAL-Context multi-task ({self.split}, tasks {self.tasks}): '
-                                    f'{len(missing)} file(s) missing under {self.data_root}:\n  '
-                                    f'{shown}{more}')
+            raise FileNotFoundError(
+                f'PASCAL-Context multi-task ({self.split}, tasks {self.tasks}): {len(missing)} '
+                f'file(s) missing under {self.data_root}:\n  {shown}{more}')
         return data_list

@@ -1,9 +1,10 @@
-"""Human-part labels from PASCAL-Part ``.mat`` annotations (the ``human_parts/`` folder of PASCAL_MT).
+"""Human-part labels from PASCAL-Part ``.mat`` files (the ``human_parts/`` folder of PASCAL_MT).
 
 File format (as ``scipy.io.loadmat`` returns it with default options)::
 
     mat['anno']                     (1, 1) struct, fields ('imname', 'objects')
-    anno['objects']                 (1, n_obj) struct, fields ('class', 'class_ind', 'mask', 'parts')
+    anno['objects']                 (1, n_obj) struct, fields ('class', 'class_ind', 'mask',
+                                    'parts')
         obj['class']                (1,) str array, e.g. 'person'
         obj['class_ind']            (1, 1) int, VOC class index (person = 15)
         obj['mask']                 (H, W) uint8, the object's visible pixels
@@ -15,7 +16,8 @@ File format (as ``scipy.io.loadmat`` returns it with default options)::
 Fields are read by name, not position, so extra fields or another field order do not matter.
 
 The 6-part grouping (the common multi-task practice on PASCAL-Context: head, torso, upper arm,
-lower arm, upper leg, lower leg) maps the PASCAL-Part person part names as in :data:`PERSON_PART_GROUPS`.
+lower arm, upper leg, lower leg) maps the PASCAL-Part person part names as in
+:data:`PERSON_PART_GROUPS`.
 """
 import io
 from typing import Dict, Tuple, Union
@@ -89,7 +91,8 @@ def read_human_parts(source: Union[str, bytes], shape: Tuple[int, int],
     try:
         objects = mat['anno'][0, 0]['objects']
     except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(f'{name}: not a PASCAL-Part annotation (expected anno.objects): {e!r}') from e
+        raise ValueError(
+            f'{name}: not a PASCAL-Part annotation (expected anno.objects): {e!r}') from e
 
     label = np.zeros(shape, dtype=np.uint8)
     for obj in np.asarray(objects).ravel():

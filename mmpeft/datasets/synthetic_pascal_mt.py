@@ -3,7 +3,8 @@
 Used by tests and demos (no real data needed). Every image is a little scene: a background made of
 a wall plane and a floor plane, one or two objects (discs shaded as spheres, rectangles as tilted
 planes) of random VOC classes, and, in two images out of three, a person built from PASCAL-Part
-parts (head with hair/eyes/nose/mouth, neck, torso, upper/lower arms, hands, upper/lower legs, feet).
+parts (head with hair/eyes/nose/mouth, neck, torso, upper/lower arms, hands, upper/lower legs,
+feet).
 The annotations agree with each other and with the image:
 
 - ``semseg/pascal-context/<id>.png`` for every image (grey PNG, no ignore pixels) and
@@ -21,6 +22,7 @@ The annotations agree with each other and with the image:
 
 Image ``i`` of a split has a person iff ``i % 3 != 2``. Output depends only on the arguments.
 """
+import io
 import json
 import os
 import os.path as osp
@@ -191,7 +193,7 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 
 
 def _pascal_part_struct(scene: _Scene) -> np.ndarray:
-    """The scene as the ``anno`` struct of a PASCAL-Part ``.mat`` (see mmpeft.datasets.pascal_part)."""
+    """The scene as the ``anno`` struct of a PASCAL-Part ``.mat`` (mmpeft.datasets.pascal_part)."""
     obj_dtype = [('class', 'O'), ('class_ind', 'O'), ('mask', 'O'), ('parts', 'O')]
     objects = np.zeros((1, len(scene.classes)), dtype=obj_dtype)
     for j, cls in enumerate(scene.classes):
@@ -212,6 +214,18 @@ def _pascal_part_struct(scene: _Scene) -> np.ndarray:
     return anno
 
 
+def _save_mat(path: str, variables: dict) -> None:
+    """``scipy.io.savemat`` (compressed v5), with a fixed header text instead of the creation
+    time, so that equal arguments give byte-identical files."""
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, variables, do_compression=True)
+    data = bytearray(buf.getvalue())
+    # The v5 header starts with 116 bytes of free text; the rest of the file does not depend on it.
+    data[:116] = b'MATLAB 5.0 MAT-file, written by mmpeft synthetic_pascal_mt'.ljust(116)
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
+
+
 def _write_split(tmp: str, split: str, split_index: int, num: int, size: Tuple[int, int],
                  seed: int) -> None:
     h, w = size
@@ -230,8 +244,7 @@ def _write_split(tmp: str, split: str, split_index: int, num: int, size: Tuple[i
         Image.fromarray(d['sal']).save(osp.join(tmp, 'sal_distill', img_id + '.png'))
         Image.fromarray(d['normals']).save(osp.join(tmp, 'normals_distill', img_id + '.png'))
         d['mat'][0, 0]['imname'] = img_id
-        scipy.io.savemat(osp.join(tmp, 'human_parts', img_id + '.mat'), {'anno': d['mat']},
-                         do_compression=True)
+        _save_mat(osp.join(tmp, 'human_parts', img_id + '.mat'), {'anno': d['mat']})
         ids.append(img_id)
         person_list[img_id] = d['object_classes']
     with open(osp.join(tmp, 'ImageSets/Context', split + '.txt'), 'w') as f:

@@ -16,9 +16,11 @@ Definitions (all percentages in [0, 100], angles in degrees):
   ``F = (1 + b2) P R / (b2 P + R)`` with ``b2 = 0.3``; the best threshold's F is reported.
 - ``normals/mean``, ``normals/median``: angle between predicted and ground-truth normals (both
   normalised) over all valid pixels of the dataset (gt not the zero vector). The median comes from
-  a histogram with 0.1-degree bins, linearly interpolated inside the bin (exact to well under 0.1
-  degrees; keeping every pixel's error would not fit in memory on the full val set).
-  ``normals/within_<t>``: percentage of valid pixels with error ``< t`` (11.25, 22.5, 30 by default).
+  a histogram with 0.1-degree bins, placed inside its bin by linear interpolation (within 0.1
+  degrees of the exact median; keeping every pixel's error of the full val set would not fit in
+  memory).
+  ``normals/within_<t>``: percentage of valid pixels with error ``< t`` (t = 11.25, 22.5, 30 by
+  default).
 - ``delta_m``: ``mean_t s_t (M_t - B_t) / B_t * 100`` over evaluated tasks that have a single-task
   baseline ``B_t``, with ``M_t`` the task's primary metric (``semseg/mIoU``, ``parts/mIoU``,
   ``sal/maxIoU``, ``normals/mean``) and ``s_t = +1``, or ``-1`` for normals (lower is better).
@@ -109,15 +111,22 @@ def angular_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def histogram_median(hist: np.ndarray, bin_width: float) -> float:
-    """Median of values binned in ``hist`` (bin i = [i w, (i + 1) w)), interpolated in the bin."""
-    total = hist.sum()
+    """Median of the values binned in ``hist`` (bin ``i`` holds ``[i w, (i + 1) w)``).
+
+    As ``numpy.median``: the middle order statistic, or the mean of the two middle ones; each is
+    placed inside its bin assuming the bin's values are spread evenly over it.
+    """
+    total = int(hist.sum())
     if total == 0:
         return float('nan')
     cum = np.cumsum(hist)
-    half = total / 2.0
-    i = int(np.searchsorted(cum, half, side='left'))
-    before = cum[i - 1] if i > 0 else 0
-    return float((i + (half - before) / hist[i]) * bin_width)
+
+    def kth(k: int) -> float:  # k-th smallest value, 0-based
+        i = int(np.searchsorted(cum, k, side='right'))
+        before = cum[i - 1] if i > 0 else 0
+        return (i + (k - before + 0.5) / hist[i]) * bin_width
+
+    return float((kth((total - 1) // 2) + kth(total // 2)) / 2)
 
 
 @METRICS.register_module()
@@ -141,6 +150,10 @@ class MultiTaskDenseMetric(BaseMetric):
             metric; ``None`` or ``{}`` disables ``delta_m``.
         collect_device, prefix: as :class:`mmengine.evaluator.BaseMetric`.
     """
+
+    # Names already start with their task ('semseg/mIoU'); '' (not None) also keeps mmengine from
+    # warning that no prefix is set.
+    default_prefix: Optional[str] = ''
 
     def __init__(self,
                  tasks: Optional[Sequence[str]] = None,

@@ -2,7 +2,7 @@
 from typing import Optional, Sequence
 
 import torch.nn.functional as F
-from mmengine.model import ImgDataPreProcessor
+from mmengine.model import ImgDataPreprocessor
 from mmengine.structures import PixelData
 
 from ..registry import MODELS
@@ -12,8 +12,8 @@ GT_PAD_VALUES = dict(gt_semseg=255, gt_parts=255, gt_sal=255, gt_normals=0.0)
 
 
 @MODELS.register_module()
-class MultiTaskDataPreProcessor(ImgDataPreProcessor):
-    """mmengine's :class:`ImgDataPreProcessor` (BGR->RGB, normalise, pad to a common size, stack) for
+class MultiTaskDataPreProcessor(ImgDataPreprocessor):
+    """mmengine's :class:`ImgDataPreprocessor` (BGR->RGB, normalise, pad to a common size, stack) for
     :class:`~mmpeft.structures.MultiTaskDataSample` batches.
 
     mmseg's ``SegDataPreProcessor`` pads only ``gt_sem_seg``; here every ``gt_*`` field of the contract
@@ -25,7 +25,7 @@ class MultiTaskDataPreProcessor(ImgDataPreProcessor):
     Args:
         mean, std: per-channel normalisation (ImageNet by default, in RGB order).
         bgr_to_rgb: the pipeline loads BGR images (mmcv's default), the pretrained Swin expects RGB.
-        pad_size_divisor, pad_value: as :class:`ImgDataPreProcessor`.
+        pad_size_divisor, pad_value: as :class:`ImgDataPreprocessor`.
     """
 
     def __init__(self, mean: Optional[Sequence[float]] = (123.675, 116.28, 103.53),

@@ -1,14 +1,14 @@
 """The data sample exchanged between the multi-task data pipeline, the model and the metric.
 
-Contract (shared by :class:`~mmpeft.datasets.transforms.PackMultiTaskInputs`, the multi-task model and
-its data preprocessor, and :class:`~mmpeft.evaluation.MultiTaskDenseMetric`):
+Contract (shared by :class:`~mmpeft.datasets.transforms.PackMultiTaskInputs`, the multi-task model
+and its data preprocessor, and :class:`~mmpeft.evaluation.MultiTaskDenseMetric`):
 
-* The pipeline's packing transform returns ``dict(inputs=img, data_samples=sample)`` where ``img`` is
-  a ``(3, H, W)`` uint8 tensor in the channel order the image was loaded with (BGR for mmcv's
+* The pipeline's packing transform returns ``dict(inputs=img, data_samples=sample)`` where ``img``
+  is a ``(3, H, W)`` uint8 tensor in the channel order the image was loaded with (BGR for mmcv's
   ``LoadImageFromFile`` default, so the preprocessor sets ``bgr_to_rgb=True`` as mmseg's
   ``SegDataPreProcessor`` does) and ``sample`` is a :class:`MultiTaskDataSample`.
-* Every field below is an :class:`mmengine.structures.PixelData` whose ``.data`` is a tensor; each is
-  optional and only the tasks in ``metainfo['tasks']`` carry ground truth.
+* Every field below is an :class:`mmengine.structures.PixelData` whose ``.data`` is a tensor; each
+  is optional and only the tasks in ``metainfo['tasks']`` carry ground truth.
 
   =============== ========= ======= ===========================================================
   field           shape     dtype   meaning

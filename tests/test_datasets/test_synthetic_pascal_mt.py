@@ -1,9 +1,8 @@
 import filecmp
+import importlib.util
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -60,7 +59,9 @@ def test_deterministic_and_seed_dependent(tmp_path):
     b = generate_synthetic_pascal_mt(str(tmp_path / 'b'), 2, 1, (16, 20), seed=3)
     c = generate_synthetic_pascal_mt(str(tmp_path / 'c'), 2, 1, (16, 20), seed=4)
     files = ['JPEGImages/2008_000001.jpg', 'semseg/pascal-context/2008_000001.png',
-             'normals_distill/2009_000000.png', 'sal_distill/2008_000000.png']
+             'normals_distill/2009_000000.png', 'sal_distill/2008_000000.png',
+             'human_parts/2008_000000.mat', 'semseg/VOC12/2008_000000.png',
+             'ImageSets/Parts/train.txt']
     assert all(filecmp.cmp(osp.join(a, f), osp.join(b, f), shallow=False) for f in files)
     assert not filecmp.cmp(osp.join(a, files[0]), osp.join(c, files[0]), shallow=False)
     # no temporary folder is left behind
@@ -84,13 +85,43 @@ def test_existing_folders(tmp_path):
         generate_synthetic_pascal_mt(str(real), 1, 1, (8, 8), overwrite=True)
 
 
-def test_cli(tmp_path):
-    out = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools/dataset_converters/make_synthetic_pascal_mt.py'),
-         str(tmp_path / 'cli'), '--num-train', '2', '--num-val', '1', '--size', '12', '20',
-         '--seed', '1'], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(tmp_path / 'cli')
+def test_cli(tmp_path, capsys):
+    # run the tool's main() in-process: a subprocess would spend seconds re-importing the stack
+    spec = importlib.util.spec_from_file_location(
+        'make_synthetic_pascal_mt',
+        osp.join(REPO, 'tools/dataset_converters/make_synthetic_pascal_mt.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main([str(tmp_path / 'cli'), '--num-train', '2', '--num-val', '1', '--size', '12', '20',
+               '--seed', '1'])
+    assert capsys.readouterr().out.strip() == str(tmp_path / 'cli')
     with open(osp.join(tmp_path / 'cli', MARKER)) as f:
         assert json.load(f) == dict(num_train=2, num_val=1, size=[12, 20], seed=1)
     img = Image.open(osp.join(tmp_path / 'cli', 'JPEGImages', '2009_000000.jpg'))
     assert img.size == (20, 12)
+
+
+def _generate(root):
+    generate_synthetic_pascal_mt(root, 3, 2, (24, 24), seed=5)
+
+
+def test_concurrent_writers_leave_one_complete_folder(tmp_path):
+    import multiprocessing as mp
+    root = str(tmp_path / 'race')
+    ctx = mp.get_context('fork')      # the parent has everything imported already
+    procs = [ctx.Process(target=_generate, args=(root, )) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert os.listdir(tmp_path) == ['race']          # the losers removed their copies
+    reference = generate_synthetic_pascal_mt(str(tmp_path / 'ref'), 3, 2, (24, 24), seed=5)
+    cmp = filecmp.dircmp(root, reference)
+    assert not cmp.left_only and not cmp.right_only
+    for sub in ('JPEGImages', 'human_parts', 'normals_distill', 'semseg/VOC12'):
+        names = sorted(os.listdir(osp.join(reference, sub)))
+        assert names == sorted(os.listdir(osp.join(root, sub)))
+        match, mismatch, errors = filecmp.cmpfiles(osp.join(root, sub), osp.join(reference, sub),
+                                                   names, shallow=False)
+        assert not mismatch and not errors

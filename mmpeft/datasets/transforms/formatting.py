@@ -19,8 +19,8 @@ class PackMultiTaskInputs(BaseTransform):
 
     Returns ``dict(inputs=img, data_samples=sample)``:
 
-    - ``inputs``: ``(C, H, W)`` tensor of the image's dtype (uint8 in the standard pipelines), in the
-      channel order it was loaded with (mmcv's ``LoadImageFromFile``: BGR).
+    - ``inputs``: ``(C, H, W)`` tensor of the image's dtype (uint8 in the standard pipelines), in
+      the channel order it was loaded with (mmcv's ``LoadImageFromFile``: BGR).
     - ``sample``: :class:`MultiTaskDataSample` with ``gt_semseg`` / ``gt_parts`` / ``gt_sal`` as
       ``(1, H, W)`` int64 and ``gt_normals`` as ``(3, H, W)`` float32 (those loaded), and the
       ``meta_keys`` found in ``results`` as metainfo.

@@ -56,7 +56,8 @@ class LoadMultiTaskAnnotations(BaseTransform):
 
     Added keys (only for the loaded tasks):
 
-    - ``gt_semseg``: ``(H, W)`` uint8, 0..20, 255 = ignore (the PNG's palette indices / grey values).
+    - ``gt_semseg``: ``(H, W)`` uint8, 0..20, 255 = ignore (the PNG's palette indices or grey
+      values).
     - ``gt_parts``: ``(H, W)`` uint8, 0..6; all 255 when ``has_person`` is false.
     - ``gt_sal``: ``(H, W)`` uint8 {0, 1}, the grey PNG binarised at 0.5.
     - ``gt_normals``: ``(H, W, 3)`` float32 unit vectors (x right, y down, z out of the image), see
@@ -117,7 +118,8 @@ class LoadMultiTaskAnnotations(BaseTransform):
         label = self._read_png(path, 'semseg')
         if label.ndim != 2:
             # Colour-coded RGB labels would need the palette to decode; the release has none.
-            raise ValueError(f'{path}: expected a palette or grey label PNG, got shape {label.shape}')
+            raise ValueError(
+                f'{path}: expected a palette or grey label PNG, got shape {label.shape}')
         return self._check_shape(label.astype(np.uint8), shape, path)
 
     def _load_parts(self, results: dict, shape: Tuple[int, int]) -> np.ndarray:

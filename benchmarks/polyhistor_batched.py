@@ -1,0 +1,207 @@
+"""Batched vs sequential task execution of PolyhistorSwin: step time and peak memory, as ratios.
+
+Task-conditioned adapters make the backbone run once per task. ``PolyhistorSwin(batched=True)`` runs the
+``T`` tasks as one pass over ``B*T`` samples (per-task adapter weights applied with one ``bmm``, tokens
+shared until the first adapter); ``batched=False`` runs ``T`` passes of ``B`` samples. This script times
+one training step (the model's loss over all tasks, forward + backward, as the runner does it) or one
+inference step of the full :class:`MultiTaskDenseModel` from a config, both ways, alternating the two so
+that load from other processes hits both alike, and reports the ratio of the medians
+``sequential / batched`` (> 1: batched is faster), and of the fastest steps (less sensitive to a loaded
+machine). Peak memory of one step above what is allocated
+before it: on CUDA ``max_memory_allocated``; on CPU the resident set size sampled every millisecond
+(the step's activations and gradients), each variant in a fresh subprocess.
+
+Weights are random (no checkpoint is loaded): speed and memory do not depend on them.
+
+Example (the issue's setting; a short run: ``--size 256 --iters 2``)::
+
+    python benchmarks/polyhistor_batched.py --batch-size 2 --size 512 --iters 3
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import gc
+import subprocess
+import sys
+import statistics
+import time
+from typing import Dict, List
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'polyhistor', 'polyhistor_swin-t_pascal-context-mt-512x512.py')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--config', default=DEFAULT_CONFIG, help='a config whose backbone is PolyhistorSwin')
+    p.add_argument('--batch-size', type=int, default=2, help='images per step (B)')
+    p.add_argument('--size', type=int, default=512, help='square input size')
+    p.add_argument('--iters', type=int, default=3, help='timed steps per variant')
+    p.add_argument('--warmup', type=int, default=1, help='untimed steps per variant first')
+    p.add_argument('--step', choices=('train', 'infer'), default='train',
+                   help='train: loss forward + backward; infer: predict-style forward without gradients')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
+    p.add_argument('--json', help='also write the results to this file')
+    p.add_argument('--memory-only', choices=('batched', 'sequential'), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def build(args):
+    import mmpeft  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmpeft.registry import MODELS
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(args.config)
+    if cfg.model.backbone.type != 'PolyhistorSwin':
+        raise ValueError(f'{args.config}: the backbone is {cfg.model.backbone.type}, not PolyhistorSwin')
+    cfg.model.backbone.init_cfg = None  # random weights: speed does not depend on them
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(args.device)
+    with torch.no_grad():  # make the adapters act (gamma = beta = 0 at initialisation)
+        for p in model.backbone.parameters():
+            if p.requires_grad and not p.any():
+                p.normal_(std=0.1)
+    model.train(args.step == 'train')
+    x = torch.randn(args.batch_size, 3, args.size, args.size, device=args.device)
+    gts = make_gts(args.batch_size, args.size, args.device) if args.step == 'train' else None
+    return model, x, gts
+
+
+def make_gts(b: int, size: int, device) -> Dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    normals = torch.nn.functional.normalize(torch.randn(b, 3, size, size, generator=g), dim=1)
+    return dict(semseg=torch.randint(0, 21, (b, size, size), generator=g).to(device),
+                parts=torch.randint(0, 7, (b, size, size), generator=g).to(device),
+                sal=torch.randint(0, 2, (b, size, size), generator=g).to(device), normals=normals.to(device))
+
+
+def step(model, x, gts, batched: bool) -> None:
+    """One step over all tasks, with the backbone batched or not (the same model, loss and heads)."""
+    model.backbone.batched = batched
+    if gts is None:
+        with torch.no_grad():
+            model(x, mode='tensor')
+        return
+    model.zero_grad(set_to_none=True)
+    logits = model(x, mode='tensor')
+    size = x.shape[-2:]
+    loss = 0.
+    for t, logit in logits.items():
+        pred = torch.nn.functional.interpolate(logit, size=size, mode='bilinear', align_corners=False)
+        loss = loss + model.losses[t](pred, gts[t])
+    loss.backward()
+
+
+def sync(device) -> None:
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+class _RssSampler:
+    """Peak resident set size (MiB) above the level at entry, sampled from /proc every millisecond."""
+
+    def __enter__(self):
+        import threading
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    @staticmethod
+    def _rss() -> float:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def growth(self) -> float:
+        return self.peak - self.base
+
+
+def measure_memory(model, x, gts, batched: bool, device) -> float:
+    """Peak memory (MiB) of one step above what is allocated before it."""
+    gc.collect()
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step(model, x, gts, batched)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    with _RssSampler() as rss:
+        step(model, x, gts, batched)
+    return rss.growth
+
+
+def memory_in_subprocess(args, variant: str) -> float:
+    """Peak memory of one step of ``variant`` in a fresh process (an allocator that kept the other
+    variant's freed memory would hide this one's growth)."""
+    cmd = [sys.executable, osp.abspath(__file__), '--config', args.config, '--batch-size', str(args.batch_size),
+           '--size', str(args.size), '--step', args.step, '--device', args.device, '--threads', str(args.threads),
+           '--memory-only', variant]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')))
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_only:
+        model, x, gts = build(args)
+        print(measure_memory(model, x, gts, args.memory_only == 'batched', args.device))
+        return {}
+    model, x, gts = build(args)
+    tasks = list(model.tasks)
+    for _ in range(args.warmup):
+        for batched in (True, False):
+            step(model, x, gts, batched)
+    times: Dict[str, List[float]] = dict(batched=[], sequential=[])
+    for _ in range(args.iters):  # alternate, so that outside load hits both variants alike
+        for name, batched in (('batched', True), ('sequential', False)):
+            sync(args.device)
+            t0 = time.perf_counter()
+            step(model, x, gts, batched)
+            sync(args.device)
+            times[name].append(time.perf_counter() - t0)
+    del model, x, gts
+    memory = {v: memory_in_subprocess(args, v) for v in ('batched', 'sequential')}
+    tb, ts = statistics.median(times['batched']), statistics.median(times['sequential'])
+    result = dict(
+        config=osp.relpath(args.config, ROOT), device=args.device, threads=torch.get_num_threads(),
+        step=args.step, batch_size=args.batch_size, tasks=len(tasks), size=args.size, iters=args.iters,
+        batched_s=tb, sequential_s=ts, speedup=ts / tb,
+        speedup_of_fastest=min(times['sequential']) / min(times['batched']), batched_times=times['batched'],
+        sequential_times=times['sequential'], batched_peak_mib=memory['batched'],
+        sequential_peak_mib=memory['sequential'],
+        memory_ratio=memory['batched'] / memory['sequential'] if memory['sequential'] > 0 else float('nan'))
+    print(f"{result['config']} | {args.step} step | B={args.batch_size} T={len(tasks)} {args.size}x{args.size} "
+          f"| {args.device}, {result['threads']} threads | median of {args.iters}")
+    print(f'  step time: batched {tb:.3f}s, {len(tasks)} sequential passes {ts:.3f}s '
+          f"-> batched is {ts / tb:.2f}x faster (fastest steps: {result['speedup_of_fastest']:.2f}x)")
+    print(f"  peak memory: batched {memory['batched']:.0f} MiB, sequential {memory['sequential']:.0f} MiB "
+          f"-> ratio batched / sequential {result['memory_ratio']:.2f}")
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,15 @@
+# Polyhistor-Lite on a frozen Swin-B pretrained on ImageNet-1k (Polyhistor Table 3 / Fig. 4), PASCAL-Context
+# 4 tasks. Official checkpoint pretrain/swin_base_patch4_window7_224.pth (put there by the user). delta_m is taken
+# against the Swin-B single-task full fine-tuning results of Table 3.
+_base_ = ['./polyhistor-lite_swin-t_pascal-context-mt-512x512.py']
+custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7,
+                  init_cfg=dict(type='Pretrained', checkpoint='pretrain/swin_base_patch4_window7_224.pth')),
+    decode_head=dict(in_channels=[128, 256, 512, 1024]))
+single_task_baselines = dict(semseg=67.88, parts=64.47, sal=61.26, normals=18.85)
+val_evaluator = dict(single_task_baselines=single_task_baselines)
+test_evaluator = val_evaluator
+# Polyhistor-Lite with appendix G's rho = 2 (Table 3: 0.62M encoder); Table 3 also lists rho = 1, 4, 8, 32:
+# set model.backbone.reduction_ratio.

@@ -1,0 +1,14 @@
+# Polyhistor on a frozen Swin-B pretrained on ImageNet-22k (Polyhistor Table 4 / Fig. 4), PASCAL-Context
+# 4 tasks. Official checkpoint pretrain/swin_base_patch4_window7_224_22k.pth (put there by the user). delta_m is taken
+# against the Swin-B single-task full fine-tuning results of Table 4.
+_base_ = ['./polyhistor_swin-t_pascal-context-mt-512x512.py']
+custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7,
+                  init_cfg=dict(type='Pretrained', checkpoint='pretrain/swin_base_patch4_window7_224_22k.pth')),
+    decode_head=dict(in_channels=[128, 256, 512, 1024]))
+single_task_baselines = dict(semseg=70.72, parts=67.47, sal=61.00, normals=18.73)
+val_evaluator = dict(single_task_baselines=single_task_baselines)
+test_evaluator = val_evaluator
+# Polyhistor hyper-parameters of appendix G (rho = 16, r = n/4, k = 64).

@@ -1,0 +1,503 @@
+"""HSTViT (Hierarchical Side-Tuning), its parts, ViTPyramid and ViT checkpoint loading.
+
+Small ViTs (4 layers, width 64, 16-pixel patches) built by the same classes as the full configs; the
+parameter counts are checked on the full-size ViT-B (random init) and ViT-L (meta device).
+"""
+import os.path as osp
+import re
+from collections import OrderedDict
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mmpeft  # noqa: F401
+from mmpeft.backbones import HSTViT
+from mmpeft.backbones.side_network import HierarchicalSideNetwork, SideBlock
+from mmpeft.backbones.timm_vit import build_timm_vit, vit_layer_outputs
+from mmpeft.backbones.transformation_bridge import TransformationBridge
+from mmpeft.backbones.vit_checkpoint import load_vit_weights, mmpretrain_to_timm
+from mmpeft.backbones.vit_pyramid import ViTPyramid
+from mmpeft.registry import MODELS
+from mmpeft.utils.param_count import count_params
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TINY_VIT = dict(depth=4, embed_dim=64, num_heads=2, img_size=64)
+TINY_DIMS = [16, 24, 32, 48]
+
+
+def tiny_hst(**kwargs) -> HSTViT:
+    torch.manual_seed(0)
+    cfg = dict(vit_kwargs=TINY_VIT, embed_dims=TINY_DIMS)
+    cfg.update(kwargs)
+    return HSTViT(**cfg)
+
+
+def timm_reference(model: nn.Module) -> nn.Module:
+    """timm's own ViT with the same weights (as timm builds it, plus dynamic image size)."""
+    ref = timm.create_model('vit_base_patch16_224', pretrained=False, num_classes=0,
+                            dynamic_img_size=True, **TINY_VIT)
+    ref.load_state_dict(model.vit.state_dict())
+    return ref.eval()
+
+
+def randomize_norms(vit: nn.Module) -> None:
+    """Non-trivial LayerNorm parameters, so a checkpoint that leaves them untouched is noticed."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n, p in vit.named_parameters():
+            if 'norm' in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if n.endswith('weight') else 0.0))
+
+
+# --------------------------------------------------------------------------- registry / shapes
+def test_registered_in_root_registry_and_found_from_toolbox_scopes():
+    from mmengine.registry import DefaultScope
+    for scope in ('mmdet', 'mmseg', 'mmpretrain'):
+        with DefaultScope.overwrite_default_scope(scope):
+            torch.manual_seed(0)
+            m = MODELS.build(dict(type='HSTViT', vit_kwargs=TINY_VIT, embed_dims=TINY_DIMS))
+            assert isinstance(m, HSTViT)
+
+
+@pytest.mark.parametrize('size', [(64, 64), (70, 100), (33, 47), (16, 16)])
+def test_output_strides_and_rounding(size):
+    """Outputs are ceil(H / s) x ceil(W / s) for s = 4, 8, 16, 32, channels = embed_dims."""
+    m = tiny_hst().eval()
+    h, w = size
+    with torch.no_grad():
+        outs = m(torch.randn(2, 3, h, w))
+    assert len(outs) == 4
+    for o, s, c in zip(outs, (4, 8, 16, 32), TINY_DIMS):
+        assert o.shape == (2, c, -(-h // s), -(-w // s))
+        assert torch.isfinite(o).all()
+
+
+def test_cropping_equals_padded_computation():
+    """A non-multiple-of-32 input gives the top-left part of what its zero-padded version gives."""
+    m = tiny_hst().eval()
+    x = torch.randn(1, 3, 70, 100)
+    xp = F.pad(x, (0, 28, 0, 26))  # to 96 x 128
+    with torch.no_grad():
+        a, b = m(x), m(xp)
+    for oa, ob in zip(a, b):
+        h, w = oa.shape[-2:]
+        torch.testing.assert_close(oa, ob[..., :h, :w], rtol=0, atol=1e-6)
+
+
+def test_out_indices_and_truncation():
+    """Only the stages up to the last requested one (and the ViT layers feeding them) are built."""
+    m = tiny_hst(out_indices=(1,))
+    assert len(m.side_network.stages) == 2 and m.num_layers == 2
+    assert m.meta_tokens.shape == (2, 1, 64)
+    assert all(not re.match(r'vit\.blocks\.[23]\.', n) for n in m.trainable_names)
+    outs = m(torch.randn(1, 3, 64, 64))
+    assert [o.shape for o in outs] == [(1, 24, 8, 8)]
+
+
+def test_pooled_output_for_classification():
+    m = tiny_hst(out_type='pooled').eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        (pooled,) = m(x)
+        assert pooled.shape == (3, TINY_DIMS[-1])
+        full = tiny_hst().eval()(x)[-1]
+    torch.testing.assert_close(pooled, full.mean(dim=(2, 3)))
+
+
+# --------------------------------------------------------------------------- trainable set
+def expected_trainable(m: HSTViT):
+    names = [n for n, _ in m.named_parameters()]
+    keep = [n for n in names
+            if n.startswith(('side_network.', 'bridge.')) or n == 'meta_tokens'
+            or re.fullmatch(r'vit\.blocks\.\d+\.norm[12]\.(weight|bias)', n)]
+    return keep
+
+
+def test_trainable_set_is_exactly_hst():
+    m = tiny_hst()
+    trainable = [n for n, p in m.named_parameters() if p.requires_grad]
+    assert trainable == expected_trainable(m) == m.trainable_names
+    # what stays frozen: embeddings, attention, MLP, the final norm
+    frozen = {n for n, p in m.named_parameters() if not p.requires_grad}
+    for n in ('vit.cls_token', 'vit.pos_embed', 'vit.patch_embed.proj.weight', 'vit.norm.weight',
+              'vit.blocks.0.attn.qkv.weight', 'vit.blocks.3.mlp.fc2.bias'):
+        assert n in frozen
+
+
+def test_batch_size_one_trains_and_gradients_are_exactly_on_trainable_set():
+    m = tiny_hst(drop_path_rate=0.0)
+    m.train()
+    x = torch.randn(1, 3, 64, 96)
+    outs = m(x)
+    sum((o * torch.randn_like(o)).sum() for o in outs).backward()
+    for n, p in m.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
+        else:
+            assert p.grad is None, n
+    # frozen dropout / drop-path of the ViT stay in eval mode while training; LN-tuned norms train
+    assert not m.vit.pos_drop.training and m.vit.blocks[0].norm1.training
+    # train and eval give the same features (no stochastic layer is active)
+    m.eval()
+    with torch.no_grad():
+        outs_eval = m(x)
+    for a, b in zip(outs, outs_eval):
+        torch.testing.assert_close(a.detach(), b)
+
+
+def test_ablation_switches_change_the_trainable_set():
+    m = tiny_hst(num_meta_tokens=0, tune_vit_norms=False, share_bridge=False)
+    names = set(m.trainable_names)
+    assert 'meta_tokens' not in names and not any(n.startswith('vit.') for n in names)
+    assert len(m.bridge.linears) == 4  # one per ViT layer (4 layers)
+    n_meta = tiny_hst(num_meta_tokens=4).meta_tokens.shape
+    assert n_meta == (4, 4, 64)
+    with pytest.raises(ValueError, match='Meta-Global branch is empty'):
+        tiny_hst(num_meta_tokens=0, use_global_token=False)
+
+
+# --------------------------------------------------------------------------- the frozen ViT
+def test_vit_alone_equals_timm_forward_features():
+    m = tiny_hst().eval()
+    randomize_norms(m.vit)
+    ref = timm_reference(m)
+    for size in [(64, 64), (48, 112)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(m.forward_vit(x), ref.forward_features(x), rtol=0, atol=1e-5)
+            # the per-layer path used by HST, with the Meta-Register disabled, is the same ViT
+            patch, reg, last = vit_layer_outputs(m.vit, x)
+            assert reg == [None] * 4
+            feats = ref.forward_features(x)
+            torch.testing.assert_close(m.vit.norm(patch[-1]).flatten(1, 2), feats[:, 1:], rtol=0, atol=1e-5)
+
+
+def test_other_timm_vits_patch14_register_tokens_distilled():
+    """A patch-14 ViT with 4 register tokens and layer scale (DINOv2 style), and DeiT's distilled ViT
+    (2 prefix tokens): the side network gets the right grids, the ViT alone is timm's."""
+    for name, img in [('vit_small_patch14_reg4_dinov2', 56), ('deit_tiny_distilled_patch16_224', 64)]:
+        kw = dict(depth=4, embed_dim=64, num_heads=2, img_size=img)
+        torch.manual_seed(0)
+        m = HSTViT(vit_name=name, vit_kwargs=kw, embed_dims=TINY_DIMS).eval()
+        x = torch.randn(1, 3, 70, 98)
+        with torch.no_grad():
+            outs = m(x)
+        assert [tuple(o.shape[-2:]) for o in outs] == [(18, 25), (9, 13), (5, 7), (3, 4)], name
+        ref = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True, **kw).eval()
+        ref.load_state_dict(m.vit.state_dict())
+        x = torch.randn(1, 3, img, 2 * img)  # whole patches: timm's own model takes no other size
+        with torch.no_grad():
+            torch.testing.assert_close(m.forward_vit(x), ref.forward_features(x), rtol=0, atol=1e-5)
+
+
+def test_meta_register_enters_its_own_layer_only():
+    """Token i takes part in layer i's attention (changes layer i's patch tokens), is read back after
+    it, and is not carried into layer i + 1 (which gets its own token)."""
+    m = tiny_hst().eval()
+    x = torch.randn(1, 3, 64, 64)
+    tokens = m.meta_tokens.detach().clone()
+    with torch.no_grad():
+        p0, r0, _ = vit_layer_outputs(m.vit, x, register_tokens=tokens)
+        changed = tokens.clone()
+        changed[2] += torch.randn(changed[2].shape)  # not a constant: LayerNorm would remove it
+        p1, r1, _ = vit_layer_outputs(m.vit, x, register_tokens=changed)
+        plain, _, _ = vit_layer_outputs(m.vit, x)
+    assert all(r.shape == (1, 1, 64) for r in r0)
+    for i in range(2):
+        torch.testing.assert_close(p0[i], p1[i], rtol=0, atol=0)
+        assert not torch.allclose(p0[i], plain[i])  # the token does enter attention
+    assert not torch.allclose(p0[2], p1[2]) and not torch.allclose(r0[2], r1[2])
+    # the token gets no position embedding: its layer-0 output is that of the block on the raw token
+    blk = m.vit.blocks[0]
+    seq = torch.cat([m.vit.norm_pre(m.vit._pos_embed(m.vit.patch_embed(x))), tokens[0][None]], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(blk(seq)[:, -1:], r0[0], rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- bridge / side block
+def test_bridge_shares_one_linear_per_stage_and_projects_before_resizing():
+    torch.manual_seed(0)
+    bridge = TransformationBridge(64, [16, 24, 32, 48], [2, 2, 2, 2])
+    assert len(bridge.linears) == 4 and bridge.layer_stage == [0, 0, 1, 1, 2, 2, 3, 3]
+    patch = torch.randn(2, 4, 6, 64)
+    reg = torch.randn(2, 1, 64)
+    for layer, size in [(0, (16, 24)), (3, (8, 12)), (7, (2, 3))]:
+        mg, fg = bridge(layer, patch, reg, size)
+        lin = bridge.linears[layer // 2]
+        proj = lin(patch)
+        torch.testing.assert_close(mg[:, 0], lin(reg)[:, 0])                 # W_j F_mr
+        torch.testing.assert_close(mg[:, 1], proj.mean(dim=(1, 2)))          # AvgPool(W_j F_p)
+        want = F.interpolate(proj.permute(0, 3, 1, 2), size=size, mode='bilinear', align_corners=False)
+        torch.testing.assert_close(fg, want.flatten(2).transpose(1, 2))      # T(W_j F_p)
+        assert mg.shape == (2, 2, lin.out_features)
+
+
+def test_side_block_follows_eqs_4_and_5():
+    torch.manual_seed(0)
+    blk = SideBlock(32, num_heads=4).eval()
+    x, mg, fg = torch.randn(2, 20, 32), torch.randn(2, 2, 32), torch.randn(2, 20, 32)
+    # eq. 3/4 by hand: queries from LN(x), keys / values from the 2 Meta-Global tokens
+    q = blk.attn.q(blk.norm1(x)).reshape(2, 20, 4, 8).transpose(1, 2)
+    k, v = blk.attn.kv(mg).reshape(2, 2, 2, 4, 8).permute(2, 0, 3, 1, 4)
+    a = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1)
+    assert a.shape == (2, 4, 20, 2)  # L x 2 attention: linear in L
+    x_hat = x + blk.attn.proj((a @ v).transpose(1, 2).reshape(2, 20, 32))
+    y = x_hat + fg
+    want = y + blk.mlp(blk.norm2(y))
+    torch.testing.assert_close(blk(x, mg, fg), want, rtol=1e-5, atol=1e-5)
+
+
+def test_side_network_block_counts_follow_vit_depth():
+    hsn = HierarchicalSideNetwork([32, 48, 64, 72], [6, 6, 6, 6])
+    assert [len(s) for s in hsn.stages] == [6, 6, 6, 6]
+    assert hsn.num_heads == [1, 1, 2, 2]
+    assert HierarchicalSideNetwork([64, 128, 256, 384], [3, 3, 3, 3]).num_heads == [2, 4, 8, 12]
+    with pytest.raises(ValueError, match='not divisible by 3 heads'):
+        HierarchicalSideNetwork([32, 48, 64, 72], [1, 1, 1, 1], num_heads=[3, 3, 3, 3])
+
+
+# --------------------------------------------------------------------------- checkpoints
+def source_vit(img_size: int = 64) -> nn.Module:
+    torch.manual_seed(123)
+    vit = timm.create_model('vit_base_patch16_224', pretrained=False, num_classes=0,
+                            dynamic_img_size=True, **dict(TINY_VIT, img_size=img_size))
+    randomize_norms(vit)
+    return vit
+
+
+def assert_vit_equal(m: HSTViT, src_state):
+    for k, v in m.vit.state_dict().items():
+        torch.testing.assert_close(v, src_state[k], rtol=0, atol=0, msg=k)
+
+
+def test_load_timm_in21k_layout_drops_pre_logits_and_head(tmp_path):
+    src = source_vit().state_dict()
+    ckpt = OrderedDict(src)
+    ckpt['pre_logits.fc.weight'] = torch.randn(64, 64)
+    ckpt['pre_logits.fc.bias'] = torch.randn(64)
+    ckpt['head.weight'] = torch.randn(21843, 64)
+    ckpt['head.bias'] = torch.randn(21843)
+    path = tmp_path / 'jx_vit_tiny_in21k.pth'
+    torch.save(ckpt, path)
+    m = tiny_hst(init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    before = {n: p.detach().clone() for n, p in m.named_parameters() if not n.startswith('vit.')}
+    m.init_weights()
+    assert_vit_equal(m, src)
+    for n, p in m.named_parameters():  # the HST modules keep their init; the trainable set is unchanged
+        if n in before:
+            torch.testing.assert_close(p, before[n], rtol=0, atol=0)
+    assert [n for n, p in m.named_parameters() if p.requires_grad] == m.trainable_names
+    report = load_vit_weights(m.vit, str(path))
+    assert report['layout'] == 'timm'
+    assert set(report['dropped']) == {'pre_logits.fc.weight', 'pre_logits.fc.bias', 'head.weight', 'head.bias'}
+
+
+def test_load_mae_layout_under_model(tmp_path):
+    src = source_vit().state_dict()
+    ckpt = dict(model=OrderedDict(src), epoch=399)
+    ckpt['model']['decoder_embed.weight'] = torch.randn(32, 64)
+    ckpt['model']['mask_token'] = torch.randn(1, 1, 32)
+    path = tmp_path / 'mae_pretrain_vit_tiny.pth'
+    torch.save(ckpt, path)
+    m = tiny_hst(pretrained=str(path))
+    m.init_weights()
+    assert_vit_equal(m, src)
+    assert load_vit_weights(m.vit, str(path))['layout'] == 'mae'
+
+
+def test_load_with_a_prefix_from_a_bigger_checkpoint(tmp_path):
+    src = source_vit().state_dict()
+    state = OrderedDict(('encoder.' + k, v) for k, v in src.items())
+    state['decoder.pred.weight'] = torch.randn(8, 64)
+    path = tmp_path / 'whole_model.pth'
+    torch.save(dict(state_dict=state), path)
+    m = tiny_hst(init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='encoder.'))
+    m.init_weights()
+    assert_vit_equal(m, src)
+    with pytest.raises(KeyError, match="no keys starting with prefix 'enc.'"):
+        load_vit_weights(m.vit, str(path), prefix='enc.')
+
+
+def test_load_mmpretrain_layout_gives_the_same_features(tmp_path):
+    """A real mmpretrain VisionTransformer, saved as a classifier checkpoint, loads into HSTViT and
+    the converted ViT computes the same features as mmpretrain's."""
+    from mmpretrain.models.backbones import VisionTransformer
+    torch.manual_seed(7)
+    mmp = VisionTransformer(arch=dict(embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=256),
+                            img_size=64, patch_size=16, out_type='raw', final_norm=True)
+    mmp.eval()
+    randomize_norms(mmp)
+    state = OrderedDict(('backbone.' + k, v) for k, v in mmp.state_dict().items())
+    state['head.layers.head.weight'] = torch.randn(10, 64)
+    state['head.layers.head.bias'] = torch.randn(10)
+    path = tmp_path / 'mmpretrain_vit_tiny.pth'
+    torch.save(dict(meta=dict(), state_dict=state), path)
+    m = tiny_hst(init_cfg=dict(type='Pretrained', checkpoint=str(path))).eval()
+    m.init_weights()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(m.forward_vit(x), mmp(x)[0], rtol=0, atol=1e-5)
+    assert set(mmpretrain_to_timm(mmp.state_dict())) == set(m.vit.state_dict())
+
+
+def test_load_mmseg_layout_gives_the_same_features():
+    from mmseg.models.backbones import VisionTransformer
+    torch.manual_seed(8)
+    seg = VisionTransformer(img_size=64, patch_size=16, embed_dims=64, num_layers=4, num_heads=2,
+                            mlp_ratio=4, out_indices=3, final_norm=True, with_cls_token=True,
+                            norm_cfg=dict(type='LN', eps=1e-6), interpolate_mode='bicubic')
+    seg.eval()
+    randomize_norms(seg)
+    m = tiny_hst().eval()
+    assert load_vit_weights(m.vit, dict(state_dict=seg.state_dict()))['layout'] == 'mmseg'
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = seg(x)[0]                                          # (1, 64, 4, 4) after the final norm
+        got = m.forward_vit(x)[:, 1:].transpose(1, 2).reshape(1, 64, 4, 4)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_converter_tool_writes_a_timm_checkpoint(tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+    from mmpretrain.models.backbones import VisionTransformer
+    torch.manual_seed(9)
+    mmp = VisionTransformer(arch=dict(embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=256),
+                            img_size=64, patch_size=16)
+    src, dst = tmp_path / 'mmp.pth', tmp_path / 'timm.pth'
+    torch.save(dict(state_dict=OrderedDict(('backbone.' + k, v) for k, v in mmp.state_dict().items())), src)
+    tool = osp.join(ROOT, 'tools', 'model_converters', 'mmpretrain_vit_to_timm.py')
+    monkeypatch.setattr(sys, 'argv', [tool, str(src), str(dst)])
+    runpy.run_path(tool, run_name='__main__')
+    assert '(mmpretrain) -> ' in capsys.readouterr().out
+    out = torch.load(dst, weights_only=True)
+    m = tiny_hst()
+    m.vit.load_state_dict(out, strict=True)
+    torch.testing.assert_close(m.vit.blocks[1].mlp.fc1.weight, mmp.layers[1].ffn.layers[0][0].weight)
+
+
+def test_pos_embed_of_another_grid_is_resampled():
+    src = source_vit(img_size=32).state_dict()           # 2 x 2 grid
+    m = tiny_hst()                                       # 4 x 4 grid
+    load_vit_weights(m.vit, src)
+    assert m.vit.pos_embed.shape == (1, 17, 64)
+    torch.testing.assert_close(m.vit.pos_embed[:, 0], src['pos_embed'][:, 0])  # the cls entry is kept
+
+
+# --------------------------------------------------------------------------- bad input
+def test_checkpoint_with_missing_keys_names_them():
+    src = source_vit().state_dict()
+    del src['blocks.3.mlp.fc2.weight']
+    src['blocks.7.attn.qkv.weight'] = torch.randn(192, 64)
+    m = tiny_hst()
+    with pytest.raises(KeyError) as e:
+        load_vit_weights(m.vit, src)
+    assert 'missing keys: blocks.3.mlp.fc2.weight' in str(e.value)
+    assert 'unexpected keys: blocks.7.attn.qkv.weight' in str(e.value)
+
+
+def test_checkpoint_of_a_wider_vit_names_the_shapes():
+    torch.manual_seed(0)
+    wide = timm.create_model('vit_base_patch16_224', pretrained=False, num_classes=0,
+                             **dict(TINY_VIT, embed_dim=96, num_heads=2)).state_dict()
+    with pytest.raises(ValueError, match=r'blocks\.0\.norm1\.weight: checkpoint \(96,\) vs model \(64,\)'):
+        load_vit_weights(tiny_hst().vit, wide)
+
+
+def test_unknown_layout_and_non_vit_checkpoint():
+    with pytest.raises(KeyError, match='cannot tell the layout'):
+        load_vit_weights(tiny_hst().vit, {'conv1.weight': torch.randn(8, 3, 3, 3)})
+    with pytest.raises(ValueError, match="layout 'mmpretrain' was asked for but the keys are 'timm'"):
+        load_vit_weights(tiny_hst().vit, source_vit().state_dict(), layout='mmpretrain')
+
+
+def test_unknown_timm_model_name():
+    with pytest.raises(ValueError, match=r"unknown timm model name 'vit_bse_patch16_224'.*vit_base_patch16_224"):
+        HSTViT(vit_name='vit_bse_patch16_224')
+    with pytest.raises(ValueError, match=r"timm model 'resnet18' is not a plain ViT"):
+        build_timm_vit('resnet18')
+
+
+def test_input_smaller_than_one_patch():
+    m = tiny_hst()
+    with pytest.raises(ValueError, match=r'input of 8x40 pixels is smaller than one ViT patch \(16x16\)'):
+        m(torch.randn(1, 3, 8, 40))
+    with pytest.raises(ValueError, match=r'expects an \(N, C, H, W\) image batch, got shape \(3, 64, 64\)'):
+        m(torch.randn(3, 64, 64))
+
+
+def test_bad_configuration_is_named():
+    with pytest.raises(ValueError, match=r'depths \[1, 1, 1, 2\] must be 4 positive numbers summing to the ViT depth 4'):
+        tiny_hst(depths=[1, 1, 1, 2])
+    with pytest.raises(ValueError, match='6 layers, which do not split evenly'):
+        tiny_hst(vit_kwargs=dict(TINY_VIT, depth=6))
+    assert tiny_hst(vit_kwargs=dict(TINY_VIT, depth=6), depths=[1, 1, 2, 2]).depths == [1, 1, 2, 2]
+    with pytest.raises(ValueError, match="init_cfg must be None or dict\\(type='Pretrained'"):
+        tiny_hst(init_cfg=dict(type='Kaiming'))
+    with pytest.raises(ValueError, match="out_type 'avg' is not one of"):
+        tiny_hst(out_type='avg')
+    with pytest.raises(ValueError, match=r"vit_kwargs \['num_classes'\] are set by mmpeft"):
+        tiny_hst(vit_kwargs=dict(TINY_VIT, num_classes=10))
+
+
+# --------------------------------------------------------------------------- ViTPyramid baselines
+def test_vit_pyramid_linear_probe_and_full_finetune():
+    torch.manual_seed(0)
+    lp = ViTPyramid(vit_kwargs=TINY_VIT, finetune='linear_probe')
+    assert all(n.startswith(('fpn1.', 'fpn2.')) for n in lp.trainable_names)
+    x = torch.randn(1, 3, 70, 100)
+    outs = lp(x)
+    assert [o.shape for o in outs] == [(1, 64, 18, 25), (1, 64, 9, 13), (1, 64, 5, 7), (1, 64, 3, 4)]
+    sum(o.sum() for o in outs).backward()
+    assert all((p.grad is not None) == p.requires_grad for p in lp.parameters())
+    # the stride-16 map is the ViT's normed last layer, as timm computes it
+    ref = timm_reference(lp)
+    with torch.no_grad():
+        feats = ref.forward_features(F.pad(x, (0, 28, 0, 26)))[:, 1:].transpose(1, 2).reshape(1, 64, 6, 8)
+    torch.testing.assert_close(outs[2].detach(), feats[..., :5, :7], rtol=0, atol=1e-5)
+    full = ViTPyramid(vit_kwargs=TINY_VIT, finetune='full')
+    assert all(p.requires_grad for p in full.parameters())
+    sum(o.sum() for o in full(x)).backward()
+    assert full.vit.blocks[0].attn.qkv.weight.grad is not None
+
+
+# --------------------------------------------------------------------------- parameter counts
+class _Detector(nn.Module):
+    def __init__(self, backbone, neck=None):
+        super().__init__()
+        self.backbone = backbone
+        if neck is not None:
+            self.neck = neck
+
+
+def test_parameter_counts_vit_b():
+    """Table 1 on the full-size ViT-B/16 (random init): 0.765M (cls dims), 10.40M (dense dims)."""
+    from mmdet.models.necks import FPN
+    torch.manual_seed(0)
+    cls = count_params(_Detector(HSTViT(embed_dims=[32, 48, 64, 72])))
+    assert cls['Encoder']['trainable'] == pytest.approx(0.765e6, rel=0.02)
+    assert cls['Encoder']['total'] == pytest.approx(86.6e6, rel=0.01)  # 85.8M ViT-B + HST
+    dense = count_params(_Detector(HSTViT(embed_dims=[64, 128, 256, 384]),
+                                   FPN([64, 128, 256, 384], 256, num_outs=5)))
+    assert dense['Encoder']['trainable'] == pytest.approx(10.40e6, rel=0.02)
+    assert dense['Encoder']['trainable'] + dense['Neck']['trainable'] == pytest.approx(13.21e6, rel=0.02)
+
+
+def test_parameter_counts_vit_l():
+    """ViT-L/16 with 6 Side blocks per stage (built on the meta device: only shapes are needed)."""
+    with torch.device('meta'):
+        dense = HSTViT(vit_name='vit_large_patch16_224', embed_dims=[64, 128, 256, 384])
+        cls = HSTViT(vit_name='vit_large_patch16_224', embed_dims=[32, 48, 64, 72])
+    assert [len(s) for s in dense.side_network.stages] == [6, 6, 6, 6]
+    assert count_params(_Detector(dense))['Encoder']['trainable'] == 19_127_488
+    assert count_params(_Detector(cls))['Encoder']['trainable'] == 1_358_016
+
+
+def test_parameter_count_vit_pyramid_linear_probe():
+    """[29]'s pyramid on ViT-B: 3 deconvolutions 768 -> 768 and one LayerNorm (7.08M)."""
+    with torch.device('meta'):
+        lp = ViTPyramid(finetune='linear_probe')
+    assert count_params(_Detector(lp))['Encoder']['trainable'] == 3 * (768 * 768 * 4 + 768) + 2 * 768
