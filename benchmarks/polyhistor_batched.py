@@ -45,9 +45,30 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='train: loss forward + backward; infer: predict-style forward without gradients')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
+    p.add_argument('--glibc-mmap', action='store_true',
+                   help="keep glibc's default of returning every freed block > 32 MiB to the system (CPU); "
+                        'by default malloc keeps freed memory, as jemalloc / tcmalloc setups do')
     p.add_argument('--json', help='also write the results to this file')
     p.add_argument('--memory-only', choices=('batched', 'sequential'), help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc malloc keep freed memory instead of unmapping it (``M_MMAP_MAX = 0``, no trimming).
+
+    By default glibc serves blocks above 32 MiB with ``mmap`` and unmaps them on free, so each training
+    step page-faults (and the kernel zeroes) its large activations again. That cost grows with tensor
+    size and so penalises the batched pass (tensors T times larger) more than the sequential one, a
+    property of the allocator rather than of the two execution orders. Returns whether it was applied.
+    """
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c'))
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2 ** 30))
+    except (OSError, AttributeError):
+        return False
 
 
 def build(args):
@@ -153,7 +174,7 @@ def memory_in_subprocess(args, variant: str) -> float:
     variant's freed memory would hide this one's growth)."""
     cmd = [sys.executable, osp.abspath(__file__), '--config', args.config, '--batch-size', str(args.batch_size),
            '--size', str(args.size), '--step', args.step, '--device', args.device, '--threads', str(args.threads),
-           '--memory-only', variant]
+           '--memory-only', variant] + (['--glibc-mmap'] if args.glibc_mmap else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')))
     return float(out.stdout.strip().splitlines()[-1])
@@ -163,6 +184,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc_kept = not args.glibc_mmap and not str(args.device).startswith('cuda') and keep_freed_memory()
     if args.memory_only:
         model, x, gts = build(args)
         print(measure_memory(model, x, gts, args.memory_only == 'batched', args.device))
@@ -185,14 +207,15 @@ def main(argv=None) -> dict:
     tb, ts = statistics.median(times['batched']), statistics.median(times['sequential'])
     result = dict(
         config=osp.relpath(args.config, ROOT), device=args.device, threads=torch.get_num_threads(),
-        step=args.step, batch_size=args.batch_size, tasks=len(tasks), size=args.size, iters=args.iters,
+        malloc_keeps_freed_memory=malloc_kept, step=args.step, batch_size=args.batch_size, tasks=len(tasks), size=args.size, iters=args.iters,
         batched_s=tb, sequential_s=ts, speedup=ts / tb,
         speedup_of_fastest=min(times['sequential']) / min(times['batched']), batched_times=times['batched'],
         sequential_times=times['sequential'], batched_peak_mib=memory['batched'],
         sequential_peak_mib=memory['sequential'],
         memory_ratio=memory['batched'] / memory['sequential'] if memory['sequential'] > 0 else float('nan'))
     print(f"{result['config']} | {args.step} step | B={args.batch_size} T={len(tasks)} {args.size}x{args.size} "
-          f"| {args.device}, {result['threads']} threads | median of {args.iters}")
+          f"| {args.device}, {result['threads']} threads"
+          f"{', malloc keeps freed memory' if malloc_kept else ''} | median of {args.iters}")
     print(f'  step time: batched {tb:.3f}s, {len(tasks)} sequential passes {ts:.3f}s '
           f"-> batched is {ts / tb:.2f}x faster (fastest steps: {result['speedup_of_fastest']:.2f}x)")
     print(f"  peak memory: batched {memory['batched']:.0f} MiB, sequential {memory['sequential']:.0f} MiB "

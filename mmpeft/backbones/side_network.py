@@ -69,6 +69,14 @@ class MetaGlobalCrossAttention(nn.Module):
     """Multi-head cross-attention of ``L`` side tokens (queries) on ``M`` Meta-Global tokens (eq. 3).
 
     Shapes: ``x`` ``(B, L, d)``, ``context`` ``(B, M, d)`` -> ``(B, L, d)``.
+
+    The parameters are those of a standard attention (``q``, ``kv``, ``proj``, scale ``(d/h)^-0.5``),
+    but with only ``M`` (= 2) keys it is computed without the two ``L x d x d`` projections: per
+    image, the query projection is folded into the keys and the output projection into the values
+    (:meth:`folded`), so the ``L`` tokens see one ``(L, d) x (d, h M)`` product for the logits, a
+    softmax over ``M`` (a sigmoid of the logit difference for ``M = 2``) and one
+    ``(L, h M) x (h M, d)`` product for the output. The result equals the standard computation up to
+    float rounding (the tests compare both).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, kv_norm: bool = False):
@@ -76,19 +84,61 @@ class MetaGlobalCrossAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f'side-network width {dim} is not divisible by {num_heads} heads')
         self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.kv_norm = nn.LayerNorm(dim) if kv_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        m = context.shape[1]
+    def folded(self, context: torch.Tensor):
+        """``(w, b, u, c)`` for the ``M`` context tokens of each image.
+
+        ``logits = x @ w + b`` (``(B, L, h M)``, head-major); ``out = softmax_M(logits) @ u + c``.
+        For ``M = 2`` the first three are reduced to the logit difference of token 0 over token 1
+        (``w`` ``(B, d, h)``, ``b`` ``(B, 1, h)``, ``u`` ``(B, h, d)``) and
+        ``out = sigmoid(logits) @ u + c``, ``c = proj(v_1)`` ``(B, 1, d)``.
+        """
+        b, m, d = context.shape
         h = self.num_heads
-        q = self.q(x).reshape(b, n, h, d // h).transpose(1, 2)                 # (B, h, L, d/h)
-        kv = self.kv(self.kv_norm(context)).reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1])                   # (B, h, L, d/h)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        dh = d // h
+        kv = self.kv(self.kv_norm(context))
+        k = kv[..., :d].reshape(b, m, h, dh) * self.scale
+        v = kv[..., d:].reshape(b, m, h, dh)
+        wq = self.q.weight.view(h, dh, d)
+        wp = self.proj.weight.view(d, h, dh)
+        bq = None if self.q.bias is None else self.q.bias.view(h, dh)
+        if m == 2:
+            dk = k[:, 0] - k[:, 1]                                   # (B, h, dh)
+            w = torch.einsum('hed,bhe->bdh', wq, dk)
+            bias = None if bq is None else torch.einsum('he,bhe->bh', bq, dk).unsqueeze(1)
+            u = torch.einsum('ohe,bhe->bho', wp, v[:, 0] - v[:, 1])
+            c = F.linear(kv[:, 1:, d:], self.proj.weight, self.proj.bias)
+        else:
+            w = torch.einsum('hed,bmhe->bdhm', wq, k).reshape(b, d, h * m)
+            bias = None if bq is None else torch.einsum('he,bmhe->bhm', bq, k).reshape(b, 1, h * m)
+            u = torch.einsum('ohe,bmhe->bhmo', wp, v).reshape(b, h * m, d)
+            c = self.proj.bias.view(1, 1, d).expand(b, 1, d)
+        return w, bias, u, c
+
+    def _weights(self, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
+                 m: int) -> torch.Tensor:
+        logits = torch.bmm(x, w) if bias is None else torch.baddbmm(bias, x, w)
+        if m == 2:
+            return torch.sigmoid(logits)
+        b, n, _ = logits.shape
+        return logits.view(b, n, -1, m).softmax(dim=-1).view(b, n, -1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        w, bias, u, c = self.folded(context)
+        return torch.baddbmm(c, self._weights(x, w, bias, context.shape[1]), u)
+
+    def add_to_(self, out: torch.Tensor, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """``out += forward(x, context)`` in place (inference: ``out`` must be a fresh tensor)."""
+        w, bias, u, c = self.folded(context)
+        a = self._weights(x, w, bias, context.shape[1])
+        # the constant term rides along as a weight-1 row of u: one product, no extra pass over out
+        a = F.pad(a, (0, 1), value=1.0)
+        return out.baddbmm_(a, torch.cat([u, c], dim=1))
 
 
 class SideBlock(nn.Module):
@@ -96,6 +146,11 @@ class SideBlock(nn.Module):
 
     Shapes: ``x`` and ``fg`` ``(B, L, d)``, ``mg`` ``(B, M, d)``; either branch may be ``None``
     (ablations), in which case its step is skipped.
+
+    In inference (``eval()`` and no autograd) the residual additions are done in place on fresh
+    tensors and, on CPU with oneDNN, the FFN runs as two fused products (bias + GELU, bias +
+    residual, see :func:`fused_linear`); training uses plain autograd-friendly ops. Both give
+    the same values up to float rounding.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
@@ -106,14 +161,77 @@ class SideBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        # the fused FFN computes exact (erf) GELU, bias and no norm between the two linears
+        self._fusable_mlp = (isinstance(self.mlp.act, nn.GELU) and self.mlp.act.approximate == 'none'
+                             and isinstance(self.mlp.norm, nn.Identity))
 
     def forward(self, x: torch.Tensor, mg: Optional[torch.Tensor],
                 fg: Optional[torch.Tensor]) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            return self._forward_inference(x, mg, fg)
         if mg is not None:
             x = x + self.drop_path(self.attn(self.norm1(x), mg))
         if fg is not None:
             x = x + fg
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def _forward_inference(self, x: torch.Tensor, mg: Optional[torch.Tensor],
+                           fg: Optional[torch.Tensor]) -> torch.Tensor:
+        y = x + fg if fg is not None else (x.clone() if mg is not None else x)
+        if mg is not None:
+            self.attn.add_to_(y, self.norm1(x), mg)
+        mlp = self.mlp
+        z = self.norm2(y)
+        hidden = fused_linear(z, mlp.fc1, 'gelu') if self._fusable_mlp else None
+        if hidden is None:
+            return y + mlp(z)
+        out = fused_linear(hidden, mlp.fc2, 'add', y)
+        return out if out is not None else y + mlp.fc2(hidden)
+
+
+# oneDNN's fused linear (the op PyTorch's compiler uses on CPU); None: not probed yet
+_FUSED_LINEAR_OK: Optional[bool] = None
+#: set to False to run the side network's inference with plain PyTorch ops only
+USE_FUSED_CPU_OPS = True
+
+
+def _fused_linear_available() -> bool:
+    global _FUSED_LINEAR_OK
+    if _FUSED_LINEAR_OK is None:
+        ok = False
+        try:
+            op = torch.ops.mkldnn._linear_pointwise
+            if torch.backends.mkldnn.is_available():
+                g = torch.Generator().manual_seed(0)
+                x, r = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 4, generator=g)
+                w1, b1 = torch.randn(16, 8, generator=g), torch.randn(16, generator=g)
+                w2, b2 = torch.randn(4, 16, generator=g), torch.randn(4, generator=g)
+                with torch.no_grad():
+                    hid = op(x, w1, b1, 'gelu', [], 'none')
+                    out = op.binary(hid, r, w2, b2, 'add')
+                    want_hid = F.gelu(F.linear(x, w1, b1))
+                    want = F.linear(want_hid, w2, b2) + r
+                ok = (torch.allclose(hid, want_hid, rtol=1e-5, atol=1e-5)
+                      and torch.allclose(out, want, rtol=1e-5, atol=1e-5))
+        except (AttributeError, RuntimeError):
+            ok = False
+        _FUSED_LINEAR_OK = ok
+    return _FUSED_LINEAR_OK
+
+
+def fused_linear(x: torch.Tensor, linear: nn.Linear, post: str,
+                 other: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    """``gelu(linear(x))`` (``post='gelu'``) or ``linear(x) + other`` (``post='add'``) as one oneDNN
+    call, for inference of float32 CPU tensors; ``None`` where that does not apply (the caller then
+    uses plain ops)."""
+    if not (USE_FUSED_CPU_OPS and x.device.type == 'cpu' and x.dtype == torch.float32
+            and linear.bias is not None and not torch.is_grad_enabled() and _fused_linear_available()):
+        return None
+    x = x.contiguous()
+    if post == 'gelu':
+        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, 'gelu', [], 'none')
+    return torch.ops.mkldnn._linear_pointwise.binary(x, other.contiguous(), linear.weight,
+                                                      linear.bias, 'add')
 
 
 class HierarchicalSideNetwork(nn.Module):
