@@ -96,6 +96,9 @@ class PascalContextMultiTaskDataset(BaseDataset):
             the dataset fails at once, naming the files, rather than mid-training. (The semseg
             files are looked up in any case: that is how VOC12 or pascal-context is chosen.)
         img_suffix, seg_suffix: file extensions.
+        generate: arguments of :func:`generate_synthetic_pascal_mt` (``num_train``, ``num_val``,
+            ``size``, ``seed``) to write a synthetic copy at ``data_root`` first when it is absent;
+            None (default) reads ``data_root`` as it is. Only the demo configs set it.
         **kwargs: the rest of :class:`mmengine.dataset.BaseDataset`'s arguments (``pipeline``,
             ``test_mode``, ``indices``, ``lazy_init``, ``serialize_data``, ``max_refetch``,
             ``metainfo``).
@@ -119,7 +122,12 @@ class PascalContextMultiTaskDataset(BaseDataset):
                  img_suffix: str = '.jpg',
                  seg_suffix: str = '.png',
                  pipeline: Sequence[Union[dict, Callable]] = (),
+                 generate: Optional[dict] = None,
                  **kwargs) -> None:
+        if generate is not None:
+            # explicit opt-in (the demo configs): a synthetic copy is written first if absent
+            from .synthetic_pascal_mt import generate_synthetic_pascal_mt
+            generate_synthetic_pascal_mt(data_root, **generate)
         unknown = set(tasks) - set(TASKS)
         if unknown or not tasks:
             raise ValueError(f'tasks must be a non-empty subset of {TASKS}, got {list(tasks)}')
