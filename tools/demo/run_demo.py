@@ -56,11 +56,17 @@ def iters_options(iters: int) -> List[str]:
             f'param_scheduler.0.end={iters}', f'default_hooks.checkpoint.interval={iters}']
 
 
+def cache_key(iters: int, data_dir: str = None) -> str:
+    """What decides the pretrained weights: the resolved pretraining config, iterations, data."""
+    from mmengine.config import Config
+    text = Config.fromfile(osp.join(ROOT, PRETRAIN_CFG)).pretty_text
+    return hashlib.sha256(f'{text}\n{iters} {data_dir}'.encode()).hexdigest()
+
+
 def pretrain(work_dir: str, iters: int, data_dir: str = None) -> str:
-    """Train the tiny Swin once; return the path of its weights (cached by config + iterations)."""
+    """Train the tiny Swin once; return the path of its weights (cached, see :func:`cache_key`)."""
     out = osp.join(work_dir, 'pretrain', 'pretrained_swin-tiny.pth')
-    with open(osp.join(ROOT, PRETRAIN_CFG), 'rb') as f:
-        key = hashlib.sha256(f.read() + f'{iters} {data_dir}'.encode()).hexdigest()
+    key = cache_key(iters, data_dir)
     stamp = out + '.key'
     if osp.isfile(out) and osp.isfile(stamp) and open(stamp).read() == key:
         print(f'pretrained tiny Swin found: {out} (delete it to pretrain again)')
