@@ -1,31 +1,10 @@
 # HST paper comparison row "LoRA" (Table 4, ViT-B, Mask R-CNN 1x: 28.4M trainable, 36.2 AP^b / 35.0 AP^m).
 # LoRA on W_q and W_v of every block, rank 16, scale 1 (mergeable). The tables add 0.6M over
 # linear probing for ViT-B (rank 16 on q and v: 0.59M), though the detection row is labelled "LoRA-32".
-# Frozen ImageNet-21k ViT-B/16 + the method, and [29]'s simple multi-scale adaptation of the last
-# feature map (mmpeft's ViTPyramid: deconvolutions / identity / max-pool to strides 4-32, trainable, as
-# in the linear-probing row configs/baselines/linear-probe_mask-rcnn_vit-b_1x_coco.py); FPN and heads
-# train. Optimiser of appendix B.2.2: AdamW, lr 1e-4, weight decay 0.05, batch 16.
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+# Frozen ViT-B/16 + the method, [29]'s pyramid, decoders, optimiser: ./_base_/peft_mask-rcnn_vit-b_1x_coco.py
+_base_ = ['./_base_/peft_mask-rcnn_vit-b_1x_coco.py']
 
-model = dict(
-    # the in21k ViTs were pretrained on pixels scaled to [-1, 1]
-    data_preprocessor=dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5]),
-    backbone=dict(
-        _delete_=True,
-        type='PEFTBackbone',
-        backbone=dict(
-            type='ViTPyramid',
-            vit_name='vit_base_patch16_224',
-            finetune='full',  # the ViT runs with autograd; PEFTBackbone freezes all but the method
-            out_indices=(0, 1, 2, 3),
-            init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')),
-        method=dict(type='LoRA', rank=16, scaling=1.0, targets=('q', 'v')),
-        extra_trainable=[r'fpn[12]\.']),
-    neck=dict(in_channels=[768, 768, 768, 768]))
-
-optim_wrapper = dict(
-    optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05))
+model = dict(backbone=dict(method=dict(type='LoRA', rank=16, scaling=1.0, targets=('q', 'v'))))
 
 custom_hooks = [
     dict(type='TrainableParamsHook', expect_trainable=[r'backbone\.fpn[12]\.', r'backbone\.vit\..*\.lora_[qv]\.'],

@@ -52,6 +52,12 @@ def test_count_params_tool(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert folder.returncode == 0, folder.stderr
     assert '| bitfit_swin-tiny_synthetic-seg-64x64.py |' in folder.stdout
+    deep = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', 'configs/demo', '--recursive'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert deep.returncode == 0, deep.stderr
+    rows = [l for l in deep.stdout.splitlines() if l.startswith('| ') and '.py' in l]
+    assert rows and not any('_base_' in r or 'error' in r for r in rows), deep.stdout  # bases are not rows
+    assert '| bitfit_swin-tiny_synthetic-seg-64x64.py |' in deep.stdout
     bad = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', 'configs/nope.py'],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and 'configs/nope.py' in bad.stderr

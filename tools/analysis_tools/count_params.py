@@ -40,7 +40,8 @@ def folder_table(folder: str, recursive: bool = False) -> str:
     pattern = osp.join(folder, '**', '*.py') if recursive else osp.join(folder, '*.py')
     rows: List[Tuple[str, str, str, str]] = []
     for config in sorted(glob.glob(pattern, recursive=recursive)):
-        if osp.basename(config).startswith('_'):
+        # bases are not rows: skip `_`-prefixed files and anything under a `_base_`-style folder
+        if any(part.startswith('_') for part in osp.relpath(config, folder).split(osp.sep)):
             continue
         try:
             c = model_counts(config)
