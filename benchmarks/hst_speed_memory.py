@@ -1,28 +1,42 @@
 """Training step time / peak memory and inference throughput: HST vs full fine-tuning vs linear probing.
 
-Paper appendix C (Figure 7, Table 9). Every measurement runs in its own subprocess, so peak memory is
-that run's alone:
+Paper appendix C (Figure 7, Table 9). Every number is measured in this one run, and the ratios are
+printed against the baseline measured beside it:
 
 * **training** -- the same Mask R-CNN (``configs/hst/mask-rcnn_vit-b_{hst,full-ft,linear-probe}_1x_coco.py``,
-  random weights) on the same synthetic batch: seconds per step (forward, backward, AdamW step;
-  after one warm-up step that allocates the optimizer state) and peak memory -- on CPU the process's
-  peak resident set (``ru_maxrss``) and its rise over the resident set after building the model, on
-  a GPU ``torch.cuda.max_memory_allocated``.
-* **inference** -- Table 9's setting: the ViT-B/16 classifier at 224 x 224, plain (what full
-  fine-tuning and linear probing deploy) vs HST (``vit-b_hst_vtab1k-cifar100.py``), images / s at
-  batch 1 and 32.
+  random weights) on the same synthetic batch: the median seconds per step (forward, backward,
+  AdamW step; after ``--warmup`` steps, the first of which allocates the optimizer state) and peak
+  memory -- on CPU the process's peak resident set (``ru_maxrss``) and its rise over the resident set
+  after building the model, on a GPU ``torch.cuda.max_memory_allocated``. Each mode runs in its own
+  subprocess, so a peak is that mode's alone. Ratios: against full fine-tuning.
+* **inference** -- HST against the *full* model, the one full fine-tuning and linear probing deploy:
+  the same plain ViT-B/16 with [29]'s simple multi-scale adaptation (``ViTPyramid``), on the same
+  random input, both models in one process, timed alternately (so load from other processes hits
+  both alike) after warm-up; images / s from the median pass, with ``torch.inference_mode``.
+  ``--infer-scope`` says what is timed:
 
-Ratios are printed against full fine-tuning (training) and the plain ViT (inference), from this one
-run. Read CPU ratios with care: the side network's stride-4 / stride-8 linears are skinny matrix
-products (32-128 channels over thousands of tokens) that run far below a CPU's GEMM peak, while at
-small inputs the ViT has few tokens, so CPU time overstates HST's share compared with a GPU (the
-paper's Table 9 measures 0.60-0.81x of full fine-tuning's GPU throughput, 0.82-0.93x with the ViT
-and the side network run in parallel); timings on a shared machine are noisy (use ``--threads`` and
-a quiet machine). Defaults are sized for a few minutes on a small CPU; ``--vit-depth`` / ``--size``
-shrink further::
+  - ``neck`` (default): the detectors' feature extractor, backbone + FPN (``extract_feat`` of the
+    two Mask R-CNN configs). The RPN / RoI heads after it are the same modules on maps of the same
+    shapes, so they add the same cost to both (and with random weights their proposal counts, hence
+    their time, are noise);
+  - ``backbone``: ``HSTViT`` vs ``ViTPyramid`` alone;
+  - ``classifier``: Table 9's own setting -- the ViT-B/16 classifier (plain ViT, cls token + linear
+    head) vs HST with the classification side network ``[32, 48, 64, 72]`` (pooled + linear head).
+    Here the baseline has no multi-scale adaptation at all, so HST's whole side network is extra.
 
-    python benchmarks/hst_speed_memory.py                      # full ViT-B, 192 x 192, batch 2
-    python benchmarks/hst_speed_memory.py --vit-depth 4 --size 128 --infer-batches 1 8   # a quick look
+  Table 9 (GPU, classifier): HST (serial) 0.60x / 0.79x / 0.81x of full fine-tuning at batch 1 / 32
+  / 128, (parallel) 0.82x / 0.92x / 0.93x.
+
+CPU numbers are not GPU numbers: the side network's stride-4 / stride-8 layers are skinny products
+(64-128 channels over thousands of tokens) and elementwise passes that are memory-bound on a CPU, and
+on a machine shared with other processes timings are noisy (``--threads``, the alternating order and
+the median limit that). ``--no-fused`` turns off the side network's fused oneDNN CPU kernels
+(``mmpeft.backbones.side_network.USE_FUSED_CPU_OPS``) for comparison; ``--profile`` prints the top
+operators of each model at the last batch size. Defaults are sized for a few minutes on a small CPU::
+
+    python benchmarks/hst_speed_memory.py --threads 2                          # ViT-B, train 192^2 x 2
+    python benchmarks/hst_speed_memory.py --skip-train --infer-size 224 --infer-batches 1 32
+    python benchmarks/hst_speed_memory.py --vit-depth 4 --size 128 --infer-size 128 --infer-batches 1 8
 """
 import argparse
 import copy
@@ -30,10 +44,11 @@ import json
 import os
 import os.path as osp
 import resource
+import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN_CONFIGS = {
@@ -41,25 +56,39 @@ TRAIN_CONFIGS = {
     'full-ft': 'mask-rcnn_vit-b_full-ft_1x_coco.py',
     'linear-probe': 'mask-rcnn_vit-b_linear-probe_1x_coco.py',
 }
-INFER_MODELS = ('plain', 'hst')
+INFER_SCOPES = ('neck', 'backbone', 'classifier')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--size', type=int, default=192, help='training image side (pixels)')
+    p.add_argument('--size', type=int, nargs='+', default=[192], metavar='PX',
+                   help='training image size: side, or height width')
     p.add_argument('--batch', type=int, default=2, help='training batch size')
-    p.add_argument('--steps', type=int, default=2, help='timed training steps (after 1 warm-up)')
+    p.add_argument('--steps', type=int, default=3, help='timed training steps (median reported)')
+    p.add_argument('--warmup', type=int, default=1, help='untimed passes / steps before timing')
     p.add_argument('--vit-depth', type=int, default=None, help='ViT layers (default: the full 12)')
-    p.add_argument('--infer-size', type=int, default=224)
+    p.add_argument('--infer-size', type=int, nargs='+', default=[224], metavar='PX',
+                   help='inference image size: side, or height width')
     p.add_argument('--infer-batches', type=int, nargs='+', default=[1, 32])
-    p.add_argument('--infer-iters', type=int, default=2, help='timed inference passes per batch size')
+    p.add_argument('--infer-iters', type=int, default=5, help='timed passes per model and batch size')
+    p.add_argument('--infer-scope', choices=INFER_SCOPES, default='neck')
     p.add_argument('--modes', nargs='+', default=list(TRAIN_CONFIGS), choices=list(TRAIN_CONFIGS))
     p.add_argument('--device', default='cuda' if _cuda() else 'cpu')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    p.add_argument('--no-fused', action='store_true',
+                   help='plain PyTorch ops in the side network (no fused oneDNN CPU kernels)')
+    p.add_argument('--profile', action='store_true', help='print the top operators (inference)')
     p.add_argument('--skip-train', action='store_true')
     p.add_argument('--skip-infer', action='store_true')
+    p.add_argument('--json', default=None, help='also write all results to this file')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ('size', 'infer_size'):
+        v = getattr(args, name)
+        if len(v) not in (1, 2):
+            p.error(f'--{name.replace("_", "-")} takes a side or a height and a width')
+        setattr(args, name, (v[0], v[-1]))
+    return args
 
 
 def _cuda() -> bool:
@@ -83,6 +112,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _setup(args) -> None:
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import mmpeft  # noqa: F401
+    from mmpeft.backbones import side_network
+    side_network.USE_FUSED_CPU_OPS = not args.no_fused
+
+
 # --------------------------------------------------------------------------- workers (subprocesses)
 def _build_from_config(name: str, vit_depth, device: str):
     import torch
@@ -90,7 +128,6 @@ def _build_from_config(name: str, vit_depth, device: str):
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import DefaultScope
 
-    import mmpeft  # noqa: F401
     from mmpeft.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'hst', name))
     model_cfg = copy.deepcopy(cfg.model)
@@ -105,24 +142,25 @@ def _build_from_config(name: str, vit_depth, device: str):
     return cfg, revert_sync_batchnorm(model).to(device)
 
 
-def _det_batch(batch: int, size: int):
+def _det_batch(batch: int, size):
     import numpy as np
     import torch
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
+    h, w = size
     g = torch.Generator().manual_seed(0)
     inputs, samples = [], []
     for i in range(batch):
-        inputs.append(torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8))
-        s = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                                        scale_factor=(1.0, 1.0), img_id=i))
-        boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.3, 0.4, 0.9, 0.95]]) * size
-        masks = np.zeros((2, size, size), dtype=np.uint8)
+        inputs.append(torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8))
+        s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0),
+                                        img_id=i))
+        boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.3, 0.4, 0.9, 0.95]]) * torch.tensor([w, h, w, h])
+        masks = np.zeros((2, h, w), dtype=np.uint8)
         for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
             masks[k, y1:y2, x1:x2] = 1
         s.gt_instances = InstanceData(bboxes=boxes, labels=torch.tensor([1, 5]),
-                                      masks=BitmapMasks(masks, size, size))
+                                      masks=BitmapMasks(masks, h, w))
         samples.append(s)
     return dict(inputs=inputs, data_samples=samples)
 
@@ -146,14 +184,17 @@ def worker_train(mode: str, args) -> Dict[str, float]:
         loss, _ = model.parse_losses(losses)
         optim.update_params(loss)
 
-    step()  # warm-up: allocates AdamW state
-    _sync(args.device)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
+    for _ in range(max(args.warmup, 1)):  # the first step allocates AdamW's state
         step()
-    _sync(args.device)
-    sec = (time.perf_counter() - t0) / args.steps
-    out = dict(sec_per_step=sec, rss_built_mb=rss_built, peak_rss_mb=_peak_rss_mb(),
+    times = []
+    for _ in range(args.steps):
+        _sync(args.device)
+        t0 = time.perf_counter()
+        step()
+        _sync(args.device)
+        times.append(time.perf_counter() - t0)
+    out = dict(sec_per_step=statistics.median(times), sec_min=min(times), sec_max=max(times),
+               rss_built_mb=rss_built, peak_rss_mb=_peak_rss_mb(),
                trainable_m=sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
     out['train_rise_mb'] = out['peak_rss_mb'] - rss_built
     if args.device.startswith('cuda'):
@@ -161,77 +202,104 @@ def worker_train(mode: str, args) -> Dict[str, float]:
     return out
 
 
-def worker_infer(kind: str, args) -> Dict[str, float]:
+def _inference_models(args) -> Dict[str, Callable]:
+    """``{'full': f, 'hst': f}``, each ``f(images)`` running the scope's part of that model."""
     import torch
-    import mmpeft  # noqa: F401
-    from mmpeft.backbones import HSTViT
-    from mmpeft.backbones.timm_vit import build_timm_vit
-    vit_kwargs = dict(depth=args.vit_depth) if args.vit_depth else {}
-    torch.manual_seed(0)
-    if kind == 'hst':  # the classification config's backbone and head
-        backbone = HSTViT(vit_kwargs=vit_kwargs, embed_dims=[32, 48, 64, 72], out_type='pooled')
-        head = torch.nn.Linear(72, 100)
+    if args.infer_scope == 'classifier':
+        from mmpeft.backbones import HSTViT
+        from mmpeft.backbones.timm_vit import build_timm_vit
+        vit_kwargs = dict(depth=args.vit_depth) if args.vit_depth else {}
+        torch.manual_seed(0)
+        hst = HSTViT(vit_kwargs=vit_kwargs, embed_dims=[32, 48, 64, 72], out_type='pooled')
+        hst_head = torch.nn.Linear(72, 100)
+        plain = build_timm_vit('vit_base_patch16_224', **vit_kwargs)
+        plain_head = torch.nn.Linear(plain.embed_dim, 100)
+        for m in (hst, hst_head, plain, plain_head):
+            m.to(args.device).eval()
+        return {'full': lambda x: plain_head(plain.forward_features(x)[:, 0]),
+                'hst': lambda x: hst_head(hst(x)[0])}
+    fns = {}
+    for key, mode in (('full', 'full-ft'), ('hst', 'hst')):
+        _, det = _build_from_config(TRAIN_CONFIGS[mode], args.vit_depth, args.device)
+        det.eval()
+        fns[key] = det.backbone if args.infer_scope == 'backbone' else det.extract_feat
+    return fns
 
-        def run(x):
-            return head(backbone(x)[0])
-    else:  # plain ViT-B classifier: cls token after the final norm, linear head
-        backbone = build_timm_vit('vit_base_patch16_224', **vit_kwargs)
-        head = torch.nn.Linear(backbone.embed_dim, 100)
 
-        def run(x):
-            return head(backbone.forward_features(x)[:, 0])
-    backbone.to(args.device).eval()
-    head.to(args.device).eval()
-    out = {}
-    with torch.no_grad():
-        for b in args.infer_batches:
-            x = torch.randn(b, 3, args.infer_size, args.infer_size, device=args.device)
-            run(x)  # warm-up
-            _sync(args.device)
-            t0 = time.perf_counter()
-            for _ in range(args.infer_iters):
-                run(x)
-            _sync(args.device)
-            out[f'imgs_per_s_bs{b}'] = b * args.infer_iters / (time.perf_counter() - t0)
+def worker_infer(args) -> Dict[str, Dict[str, float]]:
+    import torch
+    models = _inference_models(args)
+    h, w = args.infer_size
+    out = {k: {} for k in models}
+    for b in args.infer_batches:
+        x = torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(0)).to(args.device)
+        times = {k: [] for k in models}
+        with torch.inference_mode():
+            for f in models.values():
+                for _ in range(args.warmup):
+                    f(x)
+            order = list(models)
+            for i in range(args.infer_iters):
+                for k in (order if i % 2 == 0 else order[::-1]):  # alternate who goes first
+                    _sync(args.device)
+                    t0 = time.perf_counter()
+                    models[k](x)
+                    _sync(args.device)
+                    times[k].append(time.perf_counter() - t0)
+        for k, ts in times.items():
+            out[k][f'imgs_per_s_bs{b}'] = b / statistics.median(ts)
+            out[k][f'sec_bs{b}'] = statistics.median(ts)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        x = torch.randn(args.infer_batches[-1], 3, h, w).to(args.device)
+        for k, f in models.items():
+            with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                f(x)
+            print(f'\n### profile: {k}, batch {args.infer_batches[-1]}', file=sys.stderr)
+            print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=15),
+                  file=sys.stderr)
     return out
 
 
 # --------------------------------------------------------------------------- driver
-def _spawn(kind: str, name: str, argv: List[str]) -> Dict[str, float]:
+def _spawn(kind: str, name: str, argv: List[str]):
     cmd = [sys.executable, osp.abspath(__file__), *argv, '--worker', f'{kind}:{name}']
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith('RESULT ')]
     if res.returncode or not lines:
         raise RuntimeError(f'{kind} run {name!r} failed (exit {res.returncode}):\n{res.stderr[-3000:]}')
-    return json.loads(lines[-1][len('RESULT '):])
+    profile = res.stderr[res.stderr.find('\n### profile'):] if '\n### profile' in res.stderr else ''
+    return json.loads(lines[-1][len('RESULT '):]), profile
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
     if args.worker:
+        _setup(args)
         kind, name = args.worker.split(':', 1)
-        result = worker_train(name, args) if kind == 'train' else worker_infer(name, args)
+        result = worker_train(name, args) if kind == 'train' else worker_infer(args)
         print('RESULT ' + json.dumps(result), flush=True)
         return
 
     argv = list(sys.argv[1:] if argv is None else argv)
     depth = args.vit_depth or 12
-    print(f'device {args.device}; ViT-B/16 with {depth} layers; torch threads '
-          f'{args.threads or "default"}')
+    print(f'device {args.device}; ViT-B/16 with {depth} layers; torch threads {args.threads or "default"}; '
+          f'side-network fused CPU kernels {"off (--no-fused)" if args.no_fused else "on where available"}')
+    results = {}
     if not args.skip_train:
-        print(f'\n## Training: Mask R-CNN, {args.batch} x {args.size}x{args.size} images, '
-              f'{args.steps} timed steps')
+        h, w = args.size
+        print(f'\n## Training: Mask R-CNN, {args.batch} x {h}x{w} images, median of {args.steps} steps '
+              f'after {max(args.warmup, 1)} warm-up')
         rows = {}
         for mode in args.modes:
-            rows[mode] = _spawn('train', mode, argv)
+            rows[mode], _ = _spawn('train', mode, argv)
             print(f'  {mode}: {json.dumps({k: round(v, 3) for k, v in rows[mode].items()})}', flush=True)
+        results['train'] = rows
         base = rows.get('full-ft')
         mem_key = 'peak_cuda_mb' if args.device.startswith('cuda') else 'train_rise_mb'
-        print(f'\n| method | trainable (M) | s / step | peak RSS (MB) | memory rise in training (MB) |'
-              f' time / full-ft | memory rise / full-ft |')
+        mem_name = 'peak CUDA memory (MB)' if mem_key == 'peak_cuda_mb' else 'memory rise in training (MB)'
+        print(f'\n| method | trainable (M) | s / step | peak RSS (MB) | {mem_name} | time / full-ft |'
+              f' memory / full-ft |')
         print('| --- | ---: | ---: | ---: | ---: | ---: | ---: |')
         for mode, r in rows.items():
             t_ratio = f"{r['sec_per_step'] / base['sec_per_step']:.2f}" if base else '-'
@@ -239,16 +307,30 @@ def main(argv=None) -> None:
             print(f"| {mode} | {r['trainable_m']:.2f} | {r['sec_per_step']:.2f} | {r['peak_rss_mb']:.0f} | "
                   f"{r[mem_key]:.0f} | {t_ratio} | {m_ratio} |")
     if not args.skip_infer:
-        print(f'\n## Inference: ViT-B/16 classifier, {args.infer_size}x{args.infer_size}, '
-              f'{args.infer_iters} timed passes')
-        rows = {kind: _spawn('infer', kind, argv) for kind in INFER_MODELS}
-        cols = [f'imgs_per_s_bs{b}' for b in args.infer_batches]
-        print('| model | ' + ' | '.join(f'imgs/s bs={b}' for b in args.infer_batches) + ' | '
-              + ' | '.join(f'HST / plain bs={b}' for b in args.infer_batches) + ' |')
+        h, w = args.infer_size
+        what = {'neck': 'Mask R-CNN backbone + FPN (extract_feat)',
+                'backbone': 'Mask R-CNN backbone',
+                'classifier': 'ViT-B/16 classifier (Table 9 setting)'}[args.infer_scope]
+        full = ('plain ViT-B/16 + linear head' if args.infer_scope == 'classifier'
+                else 'ViT-B/16 + ViTPyramid (full fine-tuning / linear probing model)')
+        print(f'\n## Inference: {what}, {h}x{w}, median of {args.infer_iters} passes after '
+              f'{args.warmup} warm-up; full = {full}')
+        rows, profile = _spawn('infer', args.infer_scope, argv)
+        results['infer'] = rows
+        cols = args.infer_batches
+        print('| model | ' + ' | '.join(f'imgs/s bs={b}' for b in cols) + ' | '
+              + ' | '.join(f'/ full bs={b}' for b in cols) + ' |')
         print('| --- |' + ' ---: |' * (2 * len(cols)))
-        for kind, r in rows.items():
-            ratios = [f"{r[c] / rows['plain'][c]:.2f}" for c in cols]
-            print(f'| {kind} | ' + ' | '.join(f'{r[c]:.1f}' for c in cols) + ' | ' + ' | '.join(ratios) + ' |')
+        for kind in ('full', 'hst'):
+            r = rows[kind]
+            ratios = [f"{r[f'imgs_per_s_bs{b}'] / rows['full'][f'imgs_per_s_bs{b}']:.2f}" for b in cols]
+            print(f'| {kind} | ' + ' | '.join(f"{r[f'imgs_per_s_bs{b}']:.2f}" for b in cols) + ' | '
+                  + ' | '.join(ratios) + ' |')
+        if profile:
+            print(profile)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(args=vars(args), results=results), f, indent=2)
 
 
 if __name__ == '__main__':

@@ -32,6 +32,13 @@ ViT-L/16 + ``[32, 48, 64, 72]``       1.36M                (Table 1: 0.78M, the 
                                                            the ViT-L LayerNorms and bridge alone exceed it)
 ====================================  ===================  ========================================
 
+Speed: the side network's inference path (``eval()`` without autograd) folds the two-token
+cross-attention's projections into per-image vectors, adds residuals in place, keeps maps
+channels-last and, on CPU, uses oneDNN's fused linear kernels; the bridge projects each ViT layer's
+output sequence in one product. Outputs equal the plain computation up to float rounding; the
+parameters are the same. ``benchmarks/hst_speed_memory.py`` compares throughput with the full model
+(ViT + ``ViTPyramid``).
+
 Input sizes: any ``H x W`` of at least one ViT patch. The image is zero-padded at the bottom / right to
 multiples of 32 (then, for a patch size that does not divide 32, further to multiples of the patch for
 the ViT; the Fine-Grained branch is resized to the side network's grid either way), and the outputs
@@ -64,7 +71,7 @@ from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules
 from ..registry import MODELS
 from .side_network import HierarchicalSideNetwork
 from .timm_vit import (build_timm_vit, check_input, pad_to_multiple, stage_resolutions,
-                       vit_layer_outputs, vit_patch_size)
+                       vit_layer_outputs, vit_layer_sequences, vit_patch_size)
 from .transformation_bridge import TransformationBridge
 from .vit_checkpoint import LAYOUTS, load_vit_weights
 
@@ -257,8 +264,14 @@ class HSTViT(BaseModule):
         x_side = pad_to_multiple(x, (32, 32))
         x_vit = pad_to_multiple(x_side, self.patch_size)
         with torch.set_grad_enabled(self._vit_needs_grad()):
-            patch, register, _ = vit_layer_outputs(self.vit, x_vit, self.num_layers, self.meta_tokens)
-        maps = self.side_network(x_side, self.bridge, patch, register)
+            seqs, grid, _ = vit_layer_sequences(self.vit, x_vit, self.num_layers, self.meta_tokens)
+        prefix = self.vit.num_prefix_tokens
+        n_reg = 0 if self.meta_tokens is None else self.meta_tokens.shape[1]
+
+        def inject(i: int, size: Tuple[int, int]):
+            return self.bridge.forward_sequence(i, seqs[i], prefix, grid, n_reg, size)
+
+        maps = self.side_network(x_side, inject)
         sizes = stage_resolutions(h, w, self.strides)
         maps = [m if tuple(m.shape[-2:]) == s else m[..., :s[0], :s[1]].contiguous()
                 for m, s in zip(maps, sizes)]

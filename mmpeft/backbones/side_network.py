@@ -8,7 +8,15 @@ Four stages at strides 4, 8, 16, 32 of the (padded) image, widths ``d_j`` (``emb
     F_hsn^i+1  = X + FFN(LN(X)),   X = F^_hsn^i + F_fg^i                  (eq. 5, Fine-Grained injection)
 
 The cross-attention's queries are the ``L = H_j W_j`` side tokens and its keys / values the
-``N + 1`` (= 2) Meta-Global tokens, so it costs ``O(2 L d)`` (eq. 3).
+``N + 1`` (= 2) Meta-Global tokens, so it costs ``O(2 L d)`` (eq. 3). The implementation makes that
+literal: the query / output projections are folded into the two key / value tokens per image, so no
+``L x d x d`` product is left in the attention (:class:`MetaGlobalCrossAttention`).
+
+Inference speed (``eval()`` without autograd): in-place residual additions, channels-last maps (the
+token view of a stage's map and the map view of its tokens copy nothing) and, on CPU, oneDNN's fused
+linear + bias + GELU / + residual for the FFN and the bridge (:func:`fused_linear`; set
+``USE_FUSED_CPU_OPS = False`` to compare). All of it gives the standard computation's values up to
+float rounding (``tests/test_backbones/test_hst_vit.py`` compares with a plain re-implementation).
 
 Details the paper leaves open, chosen so that the trainable backbone parameters (side network +
 bridge + meta tokens + ViT LayerNorms) come to 0.764M for ViT-B + ``[32, 48, 64, 72]`` (paper:
@@ -27,14 +35,67 @@ segmentors then match Tables 4 and 5 to within 0.1M, see ``HSTViT``):
 
 All norms are LayerNorms, so nothing depends on the batch (batch size 1 trains as any other).
 """
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 
-from .transformation_bridge import TransformationBridge
+# oneDNN's fused linear (the op PyTorch's compiler uses on CPU); None: not probed yet
+_FUSED_LINEAR_OK: Optional[bool] = None
+#: set to False to run the side network's inference with plain PyTorch ops only
+USE_FUSED_CPU_OPS = True
+
+
+def _fused_linear_available() -> bool:
+    global _FUSED_LINEAR_OK
+    if _FUSED_LINEAR_OK is None:
+        ok = False
+        try:
+            op = torch.ops.mkldnn._linear_pointwise
+            if torch.backends.mkldnn.is_available():
+                g = torch.Generator().manual_seed(0)
+                x, r = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 4, generator=g)
+                w1, b1 = torch.randn(16, 8, generator=g), torch.randn(16, generator=g)
+                w2, b2 = torch.randn(4, 16, generator=g), torch.randn(4, generator=g)
+                with torch.no_grad():
+                    lin = op(x, w1, b1, 'none', [], '')
+                    hid = op(x, w1, b1, 'gelu', [], 'none')
+                    out = op.binary(hid, r, w2, b2, 'add')
+                    want_lin = F.linear(x, w1, b1)
+                    want = F.linear(F.gelu(want_lin), w2, b2) + r
+                ok = all(torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+                         for a, b in ((lin, want_lin), (hid, F.gelu(want_lin)), (out, want)))
+        except (AttributeError, RuntimeError):
+            ok = False
+        _FUSED_LINEAR_OK = ok
+    return _FUSED_LINEAR_OK
+
+
+def _tracing() -> bool:
+    """Exporting / compiling: keep to standard ops there."""
+    compiler = getattr(torch, 'compiler', None)
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or bool(compiler is not None and compiler.is_compiling()))
+
+
+def fused_linear(x: torch.Tensor, linear: nn.Linear, post: str,
+                 other: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    """``gelu(linear(x))`` (``post='gelu'``), ``linear(x) + other`` (``post='add'``) or ``linear(x)``
+    (``post='none'``: the bias written by the product, not copied in first) as one oneDNN call, for
+    inference of float32 CPU tensors; ``None`` where that does not apply (the caller then uses plain
+    ops)."""
+    if not (USE_FUSED_CPU_OPS and x.device.type == 'cpu' and x.dtype == torch.float32
+            and linear.weight.dtype == torch.float32 and linear.bias is not None
+            and not torch.is_grad_enabled() and not _tracing() and _fused_linear_available()):
+        return None
+    x = x.contiguous()
+    if post in ('gelu', 'none'):
+        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, post, [],
+                                                  'none' if post == 'gelu' else '')
+    return torch.ops.mkldnn._linear_pointwise.binary(x, other.contiguous(), linear.weight,
+                                                      linear.bias, 'add')
 
 
 class ConvStem(nn.Module):
@@ -104,9 +165,9 @@ class MetaGlobalCrossAttention(nn.Module):
         kv = self.kv(self.kv_norm(context))
         k = kv[..., :d].reshape(b, m, h, dh) * self.scale
         v = kv[..., d:].reshape(b, m, h, dh)
-        wq = self.q.weight.view(h, dh, d)
-        wp = self.proj.weight.view(d, h, dh)
-        bq = None if self.q.bias is None else self.q.bias.view(h, dh)
+        wq = self.q.weight.reshape(h, dh, d)
+        wp = self.proj.weight.reshape(d, h, dh)
+        bq = None if self.q.bias is None else self.q.bias.reshape(h, dh)
         if m == 2:
             dk = k[:, 0] - k[:, 1]                                   # (B, h, dh)
             w = torch.einsum('hed,bhe->bdh', wq, dk)
@@ -189,51 +250,6 @@ class SideBlock(nn.Module):
         return out if out is not None else y + mlp.fc2(hidden)
 
 
-# oneDNN's fused linear (the op PyTorch's compiler uses on CPU); None: not probed yet
-_FUSED_LINEAR_OK: Optional[bool] = None
-#: set to False to run the side network's inference with plain PyTorch ops only
-USE_FUSED_CPU_OPS = True
-
-
-def _fused_linear_available() -> bool:
-    global _FUSED_LINEAR_OK
-    if _FUSED_LINEAR_OK is None:
-        ok = False
-        try:
-            op = torch.ops.mkldnn._linear_pointwise
-            if torch.backends.mkldnn.is_available():
-                g = torch.Generator().manual_seed(0)
-                x, r = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 4, generator=g)
-                w1, b1 = torch.randn(16, 8, generator=g), torch.randn(16, generator=g)
-                w2, b2 = torch.randn(4, 16, generator=g), torch.randn(4, generator=g)
-                with torch.no_grad():
-                    hid = op(x, w1, b1, 'gelu', [], 'none')
-                    out = op.binary(hid, r, w2, b2, 'add')
-                    want_hid = F.gelu(F.linear(x, w1, b1))
-                    want = F.linear(want_hid, w2, b2) + r
-                ok = (torch.allclose(hid, want_hid, rtol=1e-5, atol=1e-5)
-                      and torch.allclose(out, want, rtol=1e-5, atol=1e-5))
-        except (AttributeError, RuntimeError):
-            ok = False
-        _FUSED_LINEAR_OK = ok
-    return _FUSED_LINEAR_OK
-
-
-def fused_linear(x: torch.Tensor, linear: nn.Linear, post: str,
-                 other: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-    """``gelu(linear(x))`` (``post='gelu'``) or ``linear(x) + other`` (``post='add'``) as one oneDNN
-    call, for inference of float32 CPU tensors; ``None`` where that does not apply (the caller then
-    uses plain ops)."""
-    if not (USE_FUSED_CPU_OPS and x.device.type == 'cpu' and x.dtype == torch.float32
-            and linear.bias is not None and not torch.is_grad_enabled() and _fused_linear_available()):
-        return None
-    x = x.contiguous()
-    if post == 'gelu':
-        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, 'gelu', [], 'none')
-    return torch.ops.mkldnn._linear_pointwise.binary(x, other.contiguous(), linear.weight,
-                                                      linear.bias, 'add')
-
-
 class HierarchicalSideNetwork(nn.Module):
     """Stem, four stages of Side blocks with downsampling between them, a norm at each stage end.
 
@@ -296,33 +312,38 @@ class HierarchicalSideNetwork(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward(self, img: torch.Tensor, bridge: TransformationBridge,
-                patch: Sequence[torch.Tensor],
-                register: Sequence[Optional[torch.Tensor]]) -> List[torch.Tensor]:
+    def forward(self, img: torch.Tensor,
+                inject: Callable[[int, Tuple[int, int]], Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]]
+                ) -> List[torch.Tensor]:
         """Side features of every stage.
 
         Args:
             img: ``(B, C, H, W)`` with ``H``, ``W`` multiples of 32 (the caller pads).
-            bridge: the T-Bridge turning ViT layer ``i`` into ``(F_mg^i, F_fg^i)``.
-            patch: per ViT layer ``(B, h, w, D)`` patch tokens (at least ``sum(depths)`` layers).
-            register: per ViT layer ``(B, N, D)`` Meta-Register outputs or ``None``.
+            inject: ``inject(i, (H_j, W_j))`` gives ViT layer ``i``'s T-Bridge branches
+                ``(F_mg^i, F_fg^i)`` for Side block ``i`` (stage ``j``), e.g.
+                ``lambda i, size: bridge(i, patch[i], register[i], size)``; it is called once per
+                block, in order, so each layer's branches exist only while its block runs.
 
         Returns:
-            Per stage ``j`` a ``(B, d_j, H / s_j, W / s_j)`` map, ``s_j`` = 4, 8, 16, 32.
+            Per stage ``j`` a ``(B, d_j, H / s_j, W / s_j)`` map, ``s_j`` = 4, 8, 16, 32 (in
+            channels-last memory layout: the tokens ``(B, H_j W_j, d_j)`` viewed as a map, no copy).
         """
-        x = self.stem(img)
+        # channels-last from the start: conv outputs are then already in token order (B, H, W, C),
+        # so the token view of each stage's input and the map view of its output copy nothing
+        x = self.stem(img.contiguous(memory_format=torch.channels_last))
         outs = []
         layer = 0
         for j, blocks in enumerate(self.stages):
             if j > 0:
                 x = self.downsamples[j - 1](x)
             b, c, h, w = x.shape
-            # (B, L, d_j), contiguous: the linears on it are skinny GEMMs, slow on strided input
+            # (B, L, d_j), contiguous (a no-op for channels-last x): the linears on it are skinny
+            # GEMMs, slow on strided input
             tokens = x.flatten(2).transpose(1, 2).contiguous()
             for blk in blocks:
-                mg, fg = bridge(layer, patch[layer], register[layer], (h, w))
+                mg, fg = inject(layer, (h, w))
                 tokens = blk(tokens, mg, fg)
                 layer += 1
-            x = self.norms[j](tokens).transpose(1, 2).reshape(b, c, h, w)
+            x = self.norms[j](tokens).transpose(1, 2).unflatten(2, (h, w))
             outs.append(x)
         return outs

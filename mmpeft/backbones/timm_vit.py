@@ -6,7 +6,8 @@ local checkpoint, see :mod:`mmpeft.backbones.vit_checkpoint`), without a classif
 the token grid of every input (bicubic, from the grid it was pretrained at).
 
 :func:`vit_layer_outputs` runs the embedding and the blocks and returns what every layer produced,
-optionally with *register tokens* (HST's Meta-Register) appended to each layer's input sequence.
+optionally with *register tokens* (HST's Meta-Register) appended to each layer's input sequence;
+:func:`vit_layer_sequences` returns the same as each layer's whole output sequence.
 """
 import difflib
 import math
@@ -101,6 +102,45 @@ def check_input(x: torch.Tensor, patch_size: Sequence[int], owner: str) -> None:
                          f'({patch_size[0]}x{patch_size[1]}); resize the image to at least one patch')
 
 
+def vit_layer_sequences(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] = None,
+                        register_tokens: Optional[torch.Tensor] = None
+                        ) -> Tuple[List[torch.Tensor], Tuple[int, int], torch.Tensor]:
+    """Run ``vit``'s embedding and first ``num_layers`` blocks, keeping every layer's whole output.
+
+    Args: as :func:`vit_layer_outputs`.
+
+    Returns:
+        ``seqs`` -- per layer the block's output ``(B, prefix + h*w + N, D)``: timm's prefix (cls /
+        register) tokens, the patch tokens in raster order, then the layer's ``N`` Meta-Register
+        outputs (``N = 0`` without ``register_tokens``); ``grid`` -- ``(h, w)``; ``last`` -- the
+        ``(B, prefix + h*w, D)`` sequence after the last layer run (before the final norm).
+    """
+    n_blocks = len(vit.blocks)
+    num_layers = n_blocks if num_layers is None else num_layers
+    if not 0 < num_layers <= n_blocks:
+        raise ValueError(f'num_layers={num_layers} outside 1..{n_blocks} (blocks of the ViT)')
+    if register_tokens is not None and register_tokens.shape[0] < num_layers:
+        raise ValueError(f'register_tokens has {register_tokens.shape[0]} layers, '
+                         f'{num_layers} are run')
+    tokens = vit.patch_embed(x)  # (B, h, w, D) because dynamic_img_size=True
+    b, h, w, d = tokens.shape
+    tokens = vit._pos_embed(tokens)  # prepends cls / register tokens, adds resampled pos_embed
+    tokens = vit.patch_drop(tokens)
+    tokens = vit.norm_pre(tokens)
+    n = 0 if register_tokens is None else register_tokens.shape[1]
+    seqs: List[torch.Tensor] = []
+    for i in range(num_layers):
+        blk = vit.blocks[i]
+        if n:
+            reg = register_tokens[i].unsqueeze(0).expand(b, -1, -1).to(tokens.dtype)
+            out = blk(torch.cat([tokens, reg], dim=1))
+            tokens = out[:, :-n]
+        else:
+            out = tokens = blk(tokens)
+        seqs.append(out)
+    return seqs, (h, w), tokens
+
+
 def vit_layer_outputs(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] = None,
                       register_tokens: Optional[torch.Tensor] = None
                       ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]], torch.Tensor]:
@@ -117,37 +157,17 @@ def vit_layer_outputs(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int]
 
     Returns:
         ``patch`` -- per layer ``(B, h, w, D)`` patch tokens (prefix cls/register tokens of timm
-        removed); ``register`` -- per layer ``(B, N, D)`` register outputs (``None`` without
-        register tokens); ``last`` -- ``(B, 1 + h*w, D)`` full sequence after the last layer run
-        (before the final norm), for callers that need timm's ``forward_features``.
+        removed; views of the layer's output); ``register`` -- per layer ``(B, N, D)`` register
+        outputs (``None`` without register tokens); ``last`` -- ``(B, 1 + h*w, D)`` full sequence
+        after the last layer run (before the final norm), for callers that need timm's
+        ``forward_features``.
     """
-    n_blocks = len(vit.blocks)
-    num_layers = n_blocks if num_layers is None else num_layers
-    if not 0 < num_layers <= n_blocks:
-        raise ValueError(f'num_layers={num_layers} outside 1..{n_blocks} (blocks of the ViT)')
-    if register_tokens is not None and register_tokens.shape[0] < num_layers:
-        raise ValueError(f'register_tokens has {register_tokens.shape[0]} layers, '
-                         f'{num_layers} are run')
-    tokens = vit.patch_embed(x)  # (B, h, w, D) because dynamic_img_size=True
-    b, h, w, d = tokens.shape
-    tokens = vit._pos_embed(tokens)  # prepends cls / register tokens, adds resampled pos_embed
-    tokens = vit.patch_drop(tokens)
-    tokens = vit.norm_pre(tokens)
+    seqs, (h, w), last = vit_layer_sequences(vit, x, num_layers, register_tokens)
     prefix = vit.num_prefix_tokens
-    patch: List[torch.Tensor] = []
-    register: List[Optional[torch.Tensor]] = []
-    for i in range(num_layers):
-        blk = vit.blocks[i]
-        if register_tokens is not None:
-            n = register_tokens.shape[1]
-            reg = register_tokens[i].unsqueeze(0).expand(b, -1, -1).to(tokens.dtype)
-            out = blk(torch.cat([tokens, reg], dim=1))
-            tokens, reg_out = out[:, :-n], out[:, -n:]
-        else:
-            tokens, reg_out = blk(tokens), None
-        patch.append(tokens[:, prefix:].reshape(b, h, w, d))
-        register.append(reg_out)
-    return patch, register, tokens
+    n = 0 if register_tokens is None else register_tokens.shape[1]
+    patch = [s[:, prefix:prefix + h * w].unflatten(1, (h, w)) for s in seqs]
+    register = [s[:, s.shape[1] - n:] if n else None for s in seqs]
+    return patch, register, last
 
 
 def stage_resolutions(height: int, width: int, strides: Sequence[int]) -> List[Tuple[int, int]]:

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .side_network import fused_linear
+
 
 class TransformationBridge(nn.Module):
     """Projects ViT layer outputs into the side network's stages.
@@ -51,6 +53,10 @@ class TransformationBridge(nn.Module):
         else:
             self.linears = nn.ModuleList(nn.Linear(in_dims, embed_dims[j]) for j in self.layer_stage)
 
+    def linear_of(self, layer: int) -> nn.Linear:
+        """``W_j`` of ViT layer ``layer``."""
+        return self.linears[self.layer_stage[layer]] if self.share_weights else self.linears[layer]
+
     def forward(self, layer: int, patch: torch.Tensor, register: Optional[torch.Tensor],
                 size: Tuple[int, int]) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Both branches for ViT layer ``layer``.
@@ -65,18 +71,41 @@ class TransformationBridge(nn.Module):
             ``F_mg^i`` ``(B, N + 1, d_j)`` (or ``(B, N, d_j)`` / ``(B, 1, d_j)`` with one part
             switched off, ``None`` with both off) and ``F_fg^i`` ``(B, H_j * W_j, d_j)`` (or ``None``).
         """
-        j = self.layer_stage[layer]
-        linear = self.linears[j] if self.share_weights else self.linears[layer]
-        proj = linear(patch)  # (B, h, w, d_j)
-        mg_parts = []
-        if register is not None:
-            mg_parts.append(linear(register))
+        linear = self.linear_of(layer)
+        reg = linear(register) if register is not None else None
+        return self._branches(linear(patch), reg, size)
+
+    def forward_sequence(self, layer: int, seq: torch.Tensor, num_prefix: int, grid: Tuple[int, int],
+                         num_register: int, size: Tuple[int, int]
+                         ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """:meth:`forward` from ViT layer ``layer``'s whole output sequence.
+
+        ``seq`` is ``(B, num_prefix + h * w + num_register, D)`` (timm's prefix tokens, the patch
+        tokens of the ``grid`` ``(h, w)``, the Meta-Register outputs last). It is projected by ``W_j``
+        in one product (the few prefix rows cost nothing), and the patch / register parts are taken as
+        views of the result -- no copy of the ``D``-wide patch tokens.
+        """
+        b, n, _ = seq.shape
+        h, w = grid
+        linear = self.linear_of(layer)
+        proj = fused_linear(seq, linear, 'none')
+        if proj is None:
+            proj = linear(seq)                                              # (B, n, d_j)
+        patch = proj[:, num_prefix:num_prefix + h * w].unflatten(1, (h, w))  # (B, h, w, d_j)
+        reg = proj[:, n - num_register:] if num_register else None
+        return self._branches(patch, reg, size)
+
+    def _branches(self, proj: torch.Tensor, reg: Optional[torch.Tensor], size: Tuple[int, int]
+                  ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """``(F_mg, F_fg)`` from the projected patch tokens ``(B, h, w, d_j)`` and register
+        outputs ``(B, N, d_j)`` (or ``None``)."""
+        mg_parts = [] if reg is None else [reg]
         if self.use_global_token:
             mg_parts.append(proj.mean(dim=(1, 2)).unsqueeze(1))
         mg = torch.cat(mg_parts, dim=1) if mg_parts else None
         fg = None
         if self.use_fine_grained:
-            fg = proj.permute(0, 3, 1, 2)
+            fg = proj.permute(0, 3, 1, 2)  # (B, d_j, h, w) view, channels-last strides
             if tuple(fg.shape[-2:]) != tuple(size):
                 fg = F.interpolate(fg, size=size, mode='bilinear', align_corners=False)
             fg = fg.flatten(2).transpose(1, 2)

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 
 import mmpeft  # noqa: F401
 from mmpeft.backbones import HSTViT
-from mmpeft.backbones.side_network import HierarchicalSideNetwork, SideBlock
-from mmpeft.backbones.timm_vit import build_timm_vit, vit_layer_outputs
+from mmpeft.backbones import side_network as side_network_module
+from mmpeft.backbones.side_network import HierarchicalSideNetwork, MetaGlobalCrossAttention, SideBlock
+from mmpeft.backbones.timm_vit import (build_timm_vit, pad_to_multiple, stage_resolutions,
+                                       vit_layer_outputs)
 from mmpeft.backbones.transformation_bridge import TransformationBridge
 from mmpeft.backbones.vit_checkpoint import load_vit_weights, mmpretrain_to_timm
 from mmpeft.backbones.vit_pyramid import ViTPyramid
@@ -257,6 +259,142 @@ def test_side_network_block_counts_follow_vit_depth():
     assert HierarchicalSideNetwork([64, 128, 256, 384], [3, 3, 3, 3]).num_heads == [2, 4, 8, 12]
     with pytest.raises(ValueError, match='not divisible by 3 heads'):
         HierarchicalSideNetwork([32, 48, 64, 72], [1, 1, 1, 1], num_heads=[3, 3, 3, 3])
+
+
+# --------------------------------------------------------------------------- fast forward == plain one
+# HSTViT's forward as first written, with plain PyTorch ops: standard multi-head attention (q / kv /
+# SDPA / proj), the bridge on each layer's (copied) patch tokens, NCHW maps. The optimised forward
+# (folded 2-token attention, in-place residuals, fused oneDNN linears, channels-last maps, one bridge
+# product per layer sequence) must give the same outputs and, in training, the same gradients.
+def reference_attention(attn, x, context):
+    b, n, d = x.shape
+    m, h = context.shape[1], attn.num_heads
+    q = attn.q(x).reshape(b, n, h, d // h).transpose(1, 2)
+    kv = attn.kv(attn.kv_norm(context)).reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, kv[0], kv[1])
+    return attn.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+def reference_block(blk, x, mg, fg):
+    if mg is not None:
+        x = x + blk.drop_path(reference_attention(blk.attn, blk.norm1(x), mg))
+    if fg is not None:
+        x = x + fg
+    return x + blk.drop_path(blk.mlp(blk.norm2(x)))
+
+
+def reference_hst_forward(m: HSTViT, x):
+    h, w = x.shape[-2:]
+    x_side = pad_to_multiple(x, (32, 32))
+    patch, register, _ = vit_layer_outputs(m.vit, pad_to_multiple(x_side, m.patch_size), m.num_layers,
+                                           m.meta_tokens)
+    hsn, bridge = m.side_network, m.bridge
+    feat, outs, layer = hsn.stem(x_side), [], 0
+    for j, blocks in enumerate(hsn.stages):
+        if j:
+            feat = hsn.downsamples[j - 1](feat)
+        b, c, fh, fw = feat.shape
+        tokens = feat.flatten(2).transpose(1, 2)
+        for blk in blocks:
+            lin = bridge.linears[bridge.layer_stage[layer]] if bridge.share_weights else bridge.linears[layer]
+            proj = lin(patch[layer].contiguous())
+            parts = [lin(register[layer])] if register[layer] is not None else []
+            if bridge.use_global_token:
+                parts.append(proj.mean(dim=(1, 2)).unsqueeze(1))
+            mg = torch.cat(parts, dim=1) if parts else None
+            fg = None
+            if bridge.use_fine_grained:
+                fg = proj.permute(0, 3, 1, 2)
+                if fg.shape[-2:] != (fh, fw):
+                    fg = F.interpolate(fg, size=(fh, fw), mode='bilinear', align_corners=False)
+                fg = fg.flatten(2).transpose(1, 2)
+            tokens = reference_block(blk, tokens, mg, fg)
+            layer += 1
+        feat = hsn.norms[j](tokens).transpose(1, 2).reshape(b, c, fh, fw)
+        outs.append(feat)
+    outs = [o[..., :s[0], :s[1]] for o, s in zip(outs, stage_resolutions(h, w, m.strides))]
+    if m.out_type == 'pooled':
+        return (outs[-1].mean(dim=(2, 3)),)
+    return tuple(outs[i] for i in m.out_indices)
+
+
+def scramble_trainable(m: nn.Module, seed: int = 2) -> None:
+    """Trained-looking HST weights: with the init (std 0.02) the attention would be near uniform."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if p.requires_grad:
+                base = 1.0 if n.endswith('weight') and 'norm' in n else 0.0
+                p.copy_(base + torch.randn(p.shape, generator=g) * (0.2 if base else 0.3))
+
+
+@pytest.mark.parametrize('kwargs', [dict(), dict(num_meta_tokens=2, kv_norm=True),
+                                    dict(num_meta_tokens=0), dict(use_global_token=False),
+                                    dict(use_fine_grained=False, out_indices=(1, 2)),
+                                    dict(out_type='pooled', share_bridge=False)])
+def test_fast_inference_equals_plain_forward(kwargs, monkeypatch):
+    m = tiny_hst(**kwargs).eval()
+    scramble_trainable(m)
+    x = torch.randn(2, 3, 70, 100)
+    with torch.no_grad():
+        want = reference_hst_forward(m, x)
+        for fused in (True, False):
+            monkeypatch.setattr(side_network_module, 'USE_FUSED_CPU_OPS', fused)
+            got = m(x)
+            assert len(got) == len(want)
+            for g, r in zip(got, want):
+                assert g.shape == r.shape
+                torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        for g, r in zip(m(x), want):
+            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_training_forward_and_gradients_equal_plain_forward():
+    m = tiny_hst(num_meta_tokens=1)
+    m.train()
+    scramble_trainable(m)
+    x = torch.randn(2, 3, 64, 96)
+    weights = [torch.randn(o.shape) for o in m.eval()(x)]
+    m.train()
+    grads = []
+    for forward in (m, lambda inp: reference_hst_forward(m, inp)):
+        m.zero_grad()
+        outs = forward(x)
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad})
+    assert set(grads[0]) == set(grads[1]) == set(m.trainable_names)
+    # float rounding: relative, plus a little of the largest gradient (some entries are small
+    # differences of large sums over the tokens)
+    scale = max(g.abs().max() for g in grads[1].values())
+    for n, g in grads[0].items():
+        want = grads[1][n]
+        assert want.abs().max() > 0, n
+        torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-6 * scale, msg=n)
+
+
+@pytest.mark.parametrize('num_tokens', [1, 2, 3])
+@pytest.mark.parametrize('qkv_bias', [True, False])
+def test_folded_cross_attention_equals_standard_attention(num_tokens, qkv_bias):
+    torch.manual_seed(0)
+    attn = MetaGlobalCrossAttention(48, num_heads=3, qkv_bias=qkv_bias)
+    scramble_trainable(attn)
+    x, ctx = torch.randn(2, 30, 48), torch.randn(2, num_tokens, 48)
+    want = reference_attention(attn, x, ctx)
+    torch.testing.assert_close(attn(x, ctx), want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        base = torch.randn(2, 30, 48)
+        torch.testing.assert_close(attn.add_to_(base.clone(), x, ctx), base + want, rtol=1e-5, atol=1e-5)
+    # still a real attention over the tokens: softmax weights, not a mean
+    if num_tokens > 1:
+        assert not torch.allclose(want, reference_attention(attn, x, ctx.mean(1, keepdim=True).expand_as(ctx)))
+
+
+def test_side_network_outputs_are_channels_last_views():
+    m = tiny_hst().eval()
+    with torch.no_grad():
+        outs = m(torch.randn(1, 3, 64, 64))
+    assert all(o.is_contiguous(memory_format=torch.channels_last) for o in outs)
 
 
 # --------------------------------------------------------------------------- checkpoints

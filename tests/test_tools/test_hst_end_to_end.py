@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 
-import pytest
 import torch
 from mmengine.config import Config
 
@@ -61,13 +60,6 @@ def _common(cfg: Config, work_dir: str, vit: dict, iters: int = 2) -> None:
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[key].update(num_workers=0, persistent_workers=False)
     cfg.train_dataloader.batch_size = 2
-
-
-def _set_pipeline_scale(pipeline, **by_type) -> None:
-    for t in pipeline:
-        for (typ, key), value in by_type.items():
-            if t['type'] == typ:
-                t[key] = value
 
 
 def tiny_mask_rcnn_cfg(data_root: str, work_dir: str) -> Config:
