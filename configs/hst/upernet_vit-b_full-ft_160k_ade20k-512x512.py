@@ -1,31 +1,11 @@
 # Comparison row (paper Table 5, "Full fine-tuning", 127.0M): the ImageNet-21k ViT-B/16 trains too,
 # with [29]'s simple multi-scale adaptation (mmpeft's ViTPyramid); UperNet 160k, same optimiser as
 # the HST row, no weight decay on norms / position embedding / tokens.
-_base_ = ['mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+_base_ = ['./upernet_vit-b_linear-probe_160k_ade20k-512x512.py']
 
-model = dict(
-    data_preprocessor=dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5]),
-    pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type='ViTPyramid',
-        vit_name='vit_base_patch16_224',
-        finetune='full',
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')),
-    decode_head=dict(in_channels=[768, 768, 768, 768]),
-    auxiliary_head=dict(in_channels=768))
+model = dict(backbone=dict(finetune='full'))
 
 optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.), 'pos_embed': dict(decay_mult=0.),
-                                    'cls_token': dict(decay_mult=0.)}))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
-]
+    paramwise_cfg=dict(custom_keys={'pos_embed': dict(decay_mult=0.), 'cls_token': dict(decay_mult=0.)}))
 
 custom_hooks = [dict(type='TrainableParamsHook', expect_trainable=[r'backbone\.'])]

@@ -6,28 +6,14 @@
 # other augmentation (appendix B.2.1). The schedule is the usual VTAB-1k one of VPT / NOAH / SSF
 # (the paper gives none): AdamW, lr 1e-3, weight decay 1e-4, batch 64, 100 epochs, 10 of warm-up,
 # cosine decay.
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = ['./_base_/hst_vit-b_cls.py']
 custom_imports = dict(imports=['mmpeft', 'mmpeft.datasets.vtab1k'], allow_failed_imports=False)
 
 data_root = 'data/vtab-1k'
 task = 'cifar'
 num_classes = 100
 
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(
-        type='HSTViT',
-        vit_name='vit_base_patch16_224',
-        embed_dims=[32, 48, 64, 72],  # Table 1, HSN-B (Cls)
-        num_meta_tokens=1,
-        out_type='pooled',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')),
-    neck=None,
-    head=dict(
-        type='LinearClsHead',
-        num_classes=num_classes,
-        in_channels=72,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+model = dict(head=dict(num_classes=num_classes))
 
 # the in21k ViTs were pretrained on pixels scaled to [-1, 1]
 data_preprocessor = dict(num_classes=num_classes, mean=[127.5, 127.5, 127.5],
@@ -54,22 +40,3 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator
-
-optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4),
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.), 'meta_tokens': dict(decay_mult=0.)}))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=10, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-8, by_epoch=True, begin=10, end=100),
-]
-train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=10)
-val_cfg = dict()
-test_cfg = dict()
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=1))
-
-custom_hooks = [
-    dict(type='TrainableParamsHook',
-         expect_trainable=[r'backbone\.side_network\.', r'backbone\.bridge\.', r'backbone\.meta_tokens'],
-         expect_frozen=[r'backbone\.vit\.(cls_token|pos_embed|patch_embed|norm\.)',
-                        r'backbone\.vit\.blocks\.\d+\.(attn|mlp)\.']),
-]
