@@ -13,6 +13,13 @@ before it: on CUDA ``max_memory_allocated``; on CPU the resident set size sample
 
 Weights are random (no checkpoint is loaded): speed and memory do not depend on them.
 
+It also counts the floating-point operations of one step of each variant (``torch.utils.flop_counter``,
+matrix products and convolutions, forward + backward) and, on CPU, the processor time (user + system,
+all threads) of the timed steps. The FLOP ratio ``sequential / batched`` is what an exact batched pass
+can save in arithmetic (the shared patch embedding and first attention): on a device whose two variants
+both run at full throughput it bounds the speed-up, and the measured speed-up above it is what batching
+gains in efficiency (fewer, larger kernels; on a GPU, better occupancy at small B).
+
 Example (the issue's setting; a short run: ``--size 256 --iters 2``)::
 
     python benchmarks/polyhistor_batched.py --batch-size 2 --size 512 --iters 3
@@ -59,14 +66,18 @@ def keep_freed_memory() -> bool:
     By default glibc serves blocks above 32 MiB with ``mmap`` and unmaps them on free, so each training
     step page-faults (and the kernel zeroes) its large activations again. That cost grows with tensor
     size and so penalises the batched pass (tensors T times larger) more than the sequential one, a
-    property of the allocator rather than of the two execution orders. Returns whether it was applied.
+    property of the allocator rather than of the two execution orders. Trimming is switched off
+    entirely (``M_TRIM_THRESHOLD = -1``, i.e. ``SIZE_MAX``): with any finite threshold the multi-GiB
+    top of the heap freed at the end of a 512x512 step is returned and faulted in again by the next
+    one (measured: about 185k page faults, 2.5 s of system time per batched step with a 1 GiB
+    threshold; none after warm-up without trimming). Returns whether it was applied.
     """
     import ctypes
     import ctypes.util
     try:
         libc = ctypes.CDLL(ctypes.util.find_library('c'))
         m_trim_threshold, m_mmap_max = -1, -4
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2 ** 30))
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, -1))
     except (OSError, AttributeError):
         return False
 
@@ -117,6 +128,21 @@ def step(model, x, gts, batched: bool) -> None:
         pred = torch.nn.functional.interpolate(logit, size=size, mode='bilinear', align_corners=False)
         loss = loss + model.losses[t](pred, gts[t])
     loss.backward()
+
+
+def count_flops(model, x, gts, batched: bool) -> float:
+    """Floating-point operations (GFLOP) of one step, as ``torch.utils.flop_counter`` counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        step(model, x, gts, batched)
+    return counter.get_total_flops() / 1e9
+
+
+def cpu_seconds() -> float:
+    """Processor time of this process so far (user + system, all threads)."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def sync(device) -> None:
@@ -194,14 +220,17 @@ def main(argv=None) -> dict:
     for _ in range(args.warmup):
         for batched in (True, False):
             step(model, x, gts, batched)
+    flops = {name: count_flops(model, x, gts, batched) for name, batched in (('batched', True), ('sequential', False))}
     times: Dict[str, List[float]] = dict(batched=[], sequential=[])
+    cpu_times: Dict[str, List[float]] = dict(batched=[], sequential=[])
     for _ in range(args.iters):  # alternate, so that outside load hits both variants alike
         for name, batched in (('batched', True), ('sequential', False)):
             sync(args.device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             step(model, x, gts, batched)
             sync(args.device)
             times[name].append(time.perf_counter() - t0)
+            cpu_times[name].append(cpu_seconds() - c0)
     del model, x, gts
     memory = {v: memory_in_subprocess(args, v) for v in ('batched', 'sequential')}
     tb, ts = statistics.median(times['batched']), statistics.median(times['sequential'])
@@ -210,7 +239,10 @@ def main(argv=None) -> dict:
         malloc_keeps_freed_memory=malloc_kept, step=args.step, batch_size=args.batch_size, tasks=len(tasks), size=args.size, iters=args.iters,
         batched_s=tb, sequential_s=ts, speedup=ts / tb,
         speedup_of_fastest=min(times['sequential']) / min(times['batched']), batched_times=times['batched'],
-        sequential_times=times['sequential'], batched_peak_mib=memory['batched'],
+        sequential_times=times['sequential'], batched_gflop=flops['batched'],
+        sequential_gflop=flops['sequential'], flop_ratio=flops['sequential'] / flops['batched'],
+        batched_cpu_s=statistics.median(cpu_times['batched']),
+        sequential_cpu_s=statistics.median(cpu_times['sequential']), batched_peak_mib=memory['batched'],
         sequential_peak_mib=memory['sequential'],
         memory_ratio=memory['batched'] / memory['sequential'] if memory['sequential'] > 0 else float('nan'))
     print(f"{result['config']} | {args.step} step | B={args.batch_size} T={len(tasks)} {args.size}x{args.size} "
@@ -218,6 +250,13 @@ def main(argv=None) -> dict:
           f"{', malloc keeps freed memory' if malloc_kept else ''} | median of {args.iters}")
     print(f'  step time: batched {tb:.3f}s, {len(tasks)} sequential passes {ts:.3f}s '
           f"-> batched is {ts / tb:.2f}x faster (fastest steps: {result['speedup_of_fastest']:.2f}x)")
+    print(f"  arithmetic: batched {flops['batched']:.1f} GFLOP, sequential {flops['sequential']:.1f} GFLOP "
+          f"-> ratio sequential / batched {result['flop_ratio']:.3f} (the speed-up an equally efficient "
+          'device would show)')
+    if not str(args.device).startswith('cuda'):
+        print(f"  processor time: batched {result['batched_cpu_s']:.2f} s, sequential "
+              f"{result['sequential_cpu_s']:.2f} s per step (user + system, all threads) "
+              f"-> ratio {result['sequential_cpu_s'] / result['batched_cpu_s']:.2f}")
     print(f"  peak memory: batched {memory['batched']:.0f} MiB, sequential {memory['sequential']:.0f} MiB "
           f"-> ratio batched / sequential {result['memory_ratio']:.2f}")
     if args.json:
