@@ -67,7 +67,7 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
-from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules
+from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
 from ..registry import MODELS
 from .side_network import HierarchicalSideNetwork
 from .timm_vit import (build_timm_vit, check_input, pad_to_multiple, stage_resolutions,
@@ -230,16 +230,8 @@ class HSTViT(BaseModule):
             layers = '|'.join(str(i) for i in range(self.num_layers))
             patterns.append(rf'vit\.blocks\.({layers})\.norm[12]\.')
         self.trainable_names = apply_trainable(self, patterns)
-        # frozen dropout / drop-path (and norms) of the ViT behave as pretrained: eval mode, see train()
-        self.frozen_eval_modules = ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)]
-        self.train()
-
-    def train(self, mode: bool = True) -> 'HSTViT':
-        """Set the mode; the frozen ViT's dropout / drop-path / frozen norms always stay in eval."""
-        super().train(mode)
-        for name in self.frozen_eval_modules:
-            self.get_submodule(name).eval()
-        return self
+        # frozen dropout / drop-path (and norms) of the ViT behave as pretrained: eval mode in training
+        self.peft_eval_hook = keep_in_eval(self, ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)])
 
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:

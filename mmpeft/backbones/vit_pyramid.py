@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from timm.layers import LayerNorm2d
 
-from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules
+from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
 from ..registry import MODELS
 from .hst_vit import pretrained_checkpoint
 from .timm_vit import (build_timm_vit, check_input, pad_to_multiple, stage_resolutions,
@@ -83,19 +83,10 @@ class ViTPyramid(BaseModule):
         self.fpn4 = nn.MaxPool2d(2, 2)
         if finetune == 'linear_probe':
             self.trainable_names = apply_trainable(self, [r'fpn1\.', r'fpn2\.'])
-            # the frozen ViT behaves as pretrained: dropout / drop-path off (see train())
-            self.frozen_eval_modules = ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)]
+            # the frozen ViT behaves as pretrained: dropout / drop-path off in training
+            self.peft_eval_hook = keep_in_eval(self, ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)])
         else:
             self.trainable_names = apply_trainable(self, [r'.'])
-            self.frozen_eval_modules = []
-        self.train()
-
-    def train(self, mode: bool = True) -> 'ViTPyramid':
-        """Set the mode; for linear probing the frozen ViT's dropout / drop-path stay in eval."""
-        super().train(mode)
-        for name in self.frozen_eval_modules:
-            self.get_submodule(name).eval()
-        return self
 
     def init_weights(self) -> None:
         """Load the ViT checkpoint (if any), strictly; the pyramid modules keep PyTorch's init."""
