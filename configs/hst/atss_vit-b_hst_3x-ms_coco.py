@@ -2,21 +2,11 @@
 # Paper Table 4 (18.5M trainable, 46.0 AP^b). mmdet has no ATSS 3x config: the 1x base gets the
 # multi-scale pipeline (shorter side in [640, 800], as mmdet's ms-3x bases / PVT) and 36 epochs with
 # the learning rate divided by 10 at epochs 27 and 33. Optimiser per appendix B.2.2.
-_base_ = ['mmdet::atss/atss_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+_base_ = ['mmdet::atss/atss_r50_fpn_1x_coco.py', './_base_/hst_vit-b_dense.py']
 
 model = dict(
-    data_preprocessor=dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5]),
-    backbone=dict(
-        _delete_=True,
-        type='HSTViT',
-        vit_name='vit_base_patch16_224',
-        embed_dims=[64, 128, 256, 384],
-        num_heads=[2, 4, 8, 12],
-        num_meta_tokens=1,
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')),
+    data_preprocessor={{_base_.hst_data_preprocessor}},
+    backbone={{_base_.hst_backbone}},
     # start_level=1: the stride-4 map is computed (it feeds stage 2) but not used by the neck
     neck=dict(in_channels=[64, 128, 256, 384]))
 
@@ -37,11 +27,4 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.), 'meta_tokens': dict(decay_mult=0.)}))
-
-custom_hooks = [
-    dict(type='TrainableParamsHook',
-         expect_trainable=[r'backbone\.side_network\.', r'backbone\.bridge\.', r'backbone\.meta_tokens'],
-         expect_frozen=[r'backbone\.vit\.(cls_token|pos_embed|patch_embed|norm\.)',
-                        r'backbone\.vit\.blocks\.\d+\.(attn|mlp)\.']),
-]
+    paramwise_cfg={{_base_.hst_paramwise_cfg}})

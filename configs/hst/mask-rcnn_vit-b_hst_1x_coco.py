@@ -1,35 +1,14 @@
 # HST (Hierarchical Side-Tuning) with a frozen ImageNet-21k ViT-B/16: Mask R-CNN, 1x schedule, COCO.
 # Paper Table 4 (ViT-B, Mask R-CNN 1x: 30.6M trainable, 40.3 AP^b / 38.0 AP^m); appendix B.2.2:
 # AdamW, lr 1e-4, weight decay 0.05, batch 16 (8 GPUs x 2 images).
-# Weights: pretrain/jx_vit_base_patch16_224_in21k.pth (see mmpeft/backbones/hst_vit.py for the URL);
-# for the MAE checkpoint set checkpoint='pretrain/mae_pretrain_vit_base.pth' and the data
-# preprocessor's mean / std back to the ImageNet values.
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+# Backbone, weights and the trainable-set check: ./_base_/hst_vit-b_dense.py.
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/hst_vit-b_dense.py']
 
 model = dict(
-    # the in21k ViTs were pretrained on pixels scaled to [-1, 1]
-    data_preprocessor=dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5]),
-    backbone=dict(
-        _delete_=True,
-        type='HSTViT',
-        vit_name='vit_base_patch16_224',
-        embed_dims=[64, 128, 256, 384],  # Table 1, HSN-L (Det/Seg)
-        num_heads=[2, 4, 8, 12],
-        num_meta_tokens=1,
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')),
+    data_preprocessor={{_base_.hst_data_preprocessor}},
+    backbone={{_base_.hst_backbone}},
     neck=dict(in_channels=[64, 128, 256, 384]))
 
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    # no weight decay on LayerNorms (side network and the tuned ViT norms) and the meta tokens
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.), 'meta_tokens': dict(decay_mult=0.)}))
-
-custom_hooks = [
-    dict(type='TrainableParamsHook',
-         expect_trainable=[r'backbone\.side_network\.', r'backbone\.bridge\.', r'backbone\.meta_tokens'],
-         expect_frozen=[r'backbone\.vit\.(cls_token|pos_embed|patch_embed|norm\.)',
-                        r'backbone\.vit\.blocks\.\d+\.(attn|mlp)\.']),
-]
+    paramwise_cfg={{_base_.hst_paramwise_cfg}})

@@ -1,30 +1,13 @@
 # HST with a frozen ImageNet-21k ViT-B/16: Mask R-CNN, 3x schedule with multi-scale training, COCO.
 # Paper Table 4 (30.6M trainable, 43.9 AP^b / 40.4 AP^m). Multi-scale training as in PVT [45]: the
 # shorter side drawn from [640, 800] (mmdet's ms-poly-3x base). Optimiser per appendix B.2.2.
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_ms-poly-3x_coco.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_ms-poly-3x_coco.py', './_base_/hst_vit-b_dense.py']
 
 model = dict(
-    data_preprocessor=dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5]),
-    backbone=dict(
-        _delete_=True,
-        type='HSTViT',
-        vit_name='vit_base_patch16_224',
-        embed_dims=[64, 128, 256, 384],
-        num_heads=[2, 4, 8, 12],
-        num_meta_tokens=1,
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')),
+    data_preprocessor={{_base_.hst_data_preprocessor}},
+    backbone={{_base_.hst_backbone}},
     neck=dict(in_channels=[64, 128, 256, 384]))
 
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.), 'meta_tokens': dict(decay_mult=0.)}))
-
-custom_hooks = [
-    dict(type='TrainableParamsHook',
-         expect_trainable=[r'backbone\.side_network\.', r'backbone\.bridge\.', r'backbone\.meta_tokens'],
-         expect_frozen=[r'backbone\.vit\.(cls_token|pos_embed|patch_embed|norm\.)',
-                        r'backbone\.vit\.blocks\.\d+\.(attn|mlp)\.']),
-]
+    paramwise_cfg={{_base_.hst_paramwise_cfg}})
