@@ -6,4 +6,3 @@
 #                 method=dict(type='FrozenBackbone'), extra_trainable=[r'fpn[12]\.'])
 # (same trainable set, slower: autograd through the ViT).
 _base_ = ['../hst/mask-rcnn_vit-b_linear-probe_1x_coco.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)

@@ -3,4 +3,3 @@
 # Defined once, with HST's configs (ViTPyramid(finetune='linear_probe'): the frozen ViT runs without
 # autograd); see configs/baselines/linear-probe_mask-rcnn_vit-b_1x_coco.py for the PEFTBackbone form.
 _base_ = ['../hst/upernet_vit-b_linear-probe_160k_ade20k-512x512.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)

@@ -8,7 +8,6 @@ _base_ = [
     '../_base_/models/mt-dense_swin-t_peft.py', '../_base_/datasets/pascal_context_mt.py',
     '../_base_/schedules/polyhistor_60e.py', '../_base_/default_runtime_mt.py'
 ]
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 tasks = ['semseg', 'parts', 'sal', 'normals']
 model = dict(backbone=dict(method=dict(type='VPTDeep', num_tokens=50, tasks=tasks)))

@@ -4,7 +4,6 @@ _base_ = [
     '../_base_/models/mt-dense_swin-t_peft.py', '../_base_/datasets/pascal_context_mt.py',
     '../_base_/schedules/polyhistor_60e.py', '../_base_/default_runtime_mt.py'
 ]
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 model = dict(backbone=dict(method=dict(type='FrozenBackbone')))
 custom_hooks = [dict(type='TrainableParamsHook', expect_trainable=[r'decode_heads\.'], expect_frozen=[r'backbone\.'])]

@@ -4,6 +4,5 @@ _base_ = [
     '../_base_/models/mt-dense_swin-t_peft.py', '../_base_/datasets/pascal_context_mt.py',
     '../_base_/schedules/polyhistor_60e.py', '../_base_/default_runtime_mt.py'
 ]
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 model = dict(backbone=dict(method=dict(type='FullFinetune')))

@@ -2,7 +2,6 @@
 # 4 tasks. Official checkpoint pretrain/swin_base_patch4_window7_224.pth (put there by the user). delta_m is taken
 # against the Swin-B single-task full fine-tuning results of Table 3.
 _base_ = ['./polyhistor-lite_swin-t_pascal-context-mt-512x512.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7,

@@ -6,7 +6,6 @@ _base_ = [
     '../_base_/models/mt-dense_swin-t_polyhistor.py', '../_base_/datasets/pascal_context_mt.py',
     '../_base_/schedules/polyhistor_60e.py', '../_base_/default_runtime_mt.py'
 ]
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 model = dict(backbone=dict(mode='polyhistor', reduction_ratio=16, rank='n/4', embed_dims_task=64,
                            factorization='joint'))

@@ -2,7 +2,6 @@
 # decoder on this task alone. Polyhistor Table 1 counts the four single-task models together
 # (110.07M / 112.62M = 4 x 27.52M encoders + 4 decoders); delta_m of the other rows is relative to them.
 _base_ = ['./mt-full-ft_swin-t_pascal-context-mt-512x512.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 tasks = ['parts']
 model = dict(tasks=tasks)

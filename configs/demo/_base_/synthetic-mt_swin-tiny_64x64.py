@@ -4,7 +4,6 @@
 # spelled out in each method's config. `pretrained` is the checkpoint the demo pretrains itself
 # (tools/demo/run_demo.py; configs/demo/pretrain_swin-tiny_synthetic-semseg-64x64.py).
 _base_ = ['../../_base_/default_runtime_mt.py']
-custom_imports = dict(imports=['mmpeft'], allow_failed_imports=False)
 
 tasks = ['semseg', 'parts', 'sal', 'normals']
 data_root = 'data/synthetic_pascal_mt'
