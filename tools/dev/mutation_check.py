@@ -1,0 +1,159 @@
+"""Plant small, realistic bugs one at a time in a scratch copy and report which the tests miss.
+
+    .venv/bin/python tools/dev/mutation_check.py                 # every mutant, its mapped tests
+    .venv/bin/python tools/dev/mutation_check.py --only lora      # mutants whose name contains 'lora'
+    .venv/bin/python tools/dev/mutation_check.py --full           # the whole suite per mutant (slow)
+    .venv/bin/python tools/dev/mutation_check.py --list
+
+Not run by CI (minutes per mutant with --full). Run it before resolving a change to the core modules
+(``peft/``, ``backbones/``, ``evaluation/``, ``hooks/``, ``utils/``, ``models/``) and quote the score.
+
+How: the tracked tree (``git ls-files``) is copied once to a temporary folder; each mutant replaces
+one exact snippet (it must occur exactly once, else the mutant is reported stale: update the list
+when the code moves), runs pytest there with ``PYTHONPATH`` pointing at the copy (the copy's
+``mmpeft`` shadows the editable install), and restores the file. A mutant is *caught* when pytest
+fails, *survives* when it passes. Exit status 1 when any mutant survives or is stale.
+"""
+import argparse
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, NamedTuple, Sequence
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+class Mutant(NamedTuple):
+    name: str
+    path: str           # relative to the repository root
+    old: str            # exact snippet, must occur once
+    new: str
+    tests: Sequence[str]  # pytest paths (relative) that should catch it
+    why: str = ''
+
+
+M = Mutant
+MUTANTS: List[Mutant] = [
+    # ---- peft/
+    M('lora-scaling-one', 'mmpeft/peft/lora.py',
+      'delta = F.linear(F.linear(self.dropout(x), self.A[t]), self.B[t]) * self.scaling',
+      'delta = F.linear(F.linear(self.dropout(x), self.A[t]), self.B[t])',
+      ['tests/test_peft/test_lora_reference.py', 'tests/test_peft/test_lora.py'],
+      'LoRA trains at the wrong strength'),
+    M('lora-alpha-over-rank-swapped', 'mmpeft/peft/lora.py',
+      'self.scaling = alpha / rank if alpha is not None else scaling',
+      'self.scaling = rank / alpha if alpha is not None else scaling',
+      ['tests/test_peft/test_lora_reference.py', 'tests/test_peft/test_lora.py']),
+    M('lora-kv-on-q-rows', 'mmpeft/peft/lora.py',
+      "i = 'qkv'.index(target)", 'i = 0',
+      ['tests/test_peft/test_lora_reference.py', 'tests/test_peft/test_lora.py'],
+      'the wrong projection is adapted'),
+    M('adapter-scale-ignored', 'mmpeft/peft/adapter.py',
+      'return output + self.scale * self(args[0] if self.parallel else output)',
+      'return output + self(args[0] if self.parallel else output)',
+      ['tests/test_peft/test_adapter_reference.py', 'tests/test_peft/test_adapter.py']),
+    M('adapter-parallel-reads-output', 'mmpeft/peft/adapter.py',
+      'return output + self.scale * self(args[0] if self.parallel else output)',
+      'return output + self.scale * self(output)',
+      ['tests/test_peft/test_adapter_reference.py', 'tests/test_peft/test_adapter.py']),
+    M('policy-search-not-match', 'mmpeft/peft/policy.py',
+      'hits = [n for n in names if rx.match(n)]', 'hits = [n for n in names if rx.search(n)]',
+      ['tests/test_peft/test_policy.py', 'tests/test_peft/test_policy_anchoring.py'],
+      "'head' would also train backbone.head.*"),
+    # ---- evaluation/
+    M('saliency-threshold-ge', 'mmpeft/evaluation/multitask_metric.py',
+      "tp = pos.size - np.searchsorted(pos, thresholds, side='right')",
+      "tp = pos.size - np.searchsorted(pos, thresholds, side='left')",
+      ['tests/test_evaluation']),
+    M('normals-pred-not-normalised', 'mmpeft/evaluation/multitask_metric.py',
+      '    p = p / np.maximum(np.linalg.norm(p, axis=0), 1e-12)', '    pass',
+      ['tests/test_evaluation']),
+    M('miou-absent-classes-counted', 'mmpeft/evaluation/multitask_metric.py',
+      'present = union > 0', 'present = union >= 0', ['tests/test_evaluation']),
+    M('delta-m-normals-sign', 'mmpeft/evaluation/multitask_metric.py',
+      "normals=('normals/mean', False))", "normals=('normals/mean', True))",
+      ['tests/test_evaluation']),
+    # ---- utils/
+    M('param-count-tied-twice', 'mmpeft/utils/param_count.py',
+      'for name, p in model.named_parameters():',
+      'for name, p in model.named_parameters(remove_duplicate=False):', ['tests/test_utils']),
+    # ---- models/
+    M('loss-weights-missing-task-zero', 'mmpeft/models/multitask_dense_model.py',
+      'float(loss_weights.get(t, 1.0))', 'float(loss_weights.get(t, 0.0))', ['tests/test_models'],
+      'a task silently stops training'),
+    # ---- hooks/
+    M('trainable-hook-optimizer-check-removed', 'mmpeft/hooks/trainable_params_hook.py',
+      '            if frozen_held:', '            if False:',
+      ['tests/test_hooks', 'tests/test_robustness/test_robust_freeze_hook.py']),
+]
+
+
+def _copy_tree(dst: str) -> None:
+    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split('\n')
+    for rel in filter(None, files):
+        src = osp.join(ROOT, rel)
+        if not osp.isfile(src):
+            continue
+        os.makedirs(osp.dirname(osp.join(dst, rel)) or dst, exist_ok=True)
+        shutil.copy2(src, osp.join(dst, rel))
+
+
+def _run_pytest(where: str, tests: Sequence[str], timeout: int) -> bool:
+    env = dict(os.environ, PYTHONPATH=where, OMP_NUM_THREADS='1')
+    cmd = [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider', *tests]
+    try:
+        r = subprocess.run(cmd, cwd=where, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False  # a hang counts as caught (the suite's own timeout would fail it)
+    return r.returncode == 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--only', help='run mutants whose name contains this text')
+    p.add_argument('--full', action='store_true', help='run the whole suite for each mutant')
+    p.add_argument('--list', action='store_true', help='list the mutants and exit')
+    p.add_argument('--timeout', type=int, default=1800, help='seconds per mutant')
+    args = p.parse_args()
+    mutants = [m for m in MUTANTS if not args.only or args.only in m.name]
+    if args.list:
+        for m in mutants:
+            print(f'{m.name:40s} {m.path}  {m.why}')
+        return 0
+    scratch = tempfile.mkdtemp(prefix='mmpeft-mutants-')
+    try:
+        _copy_tree(scratch)
+        caught, survived, stale = [], [], []
+        for m in mutants:
+            target = osp.join(scratch, m.path)
+            with open(target) as f:
+                original = f.read()
+            if original.count(m.old) != 1:
+                stale.append(m.name)
+                print(f'STALE     {m.name}: snippet occurs {original.count(m.old)} times in {m.path}')
+                continue
+            with open(target, 'w') as f:
+                f.write(original.replace(m.old, m.new))
+            t0 = time.time()
+            try:
+                passed = _run_pytest(scratch, ['tests'] if args.full else m.tests, args.timeout)
+            finally:
+                with open(target, 'w') as f:
+                    f.write(original)
+            (survived if passed else caught).append(m.name)
+            print(f"{'SURVIVED' if passed else 'caught  '}  {m.name}  ({time.time() - t0:.0f} s)",
+                  flush=True)
+        print(f'\n{len(caught)} of {len(mutants)} caught; survived: {survived or "none"}; '
+              f'stale: {stale or "none"}')
+        return 1 if survived or stale else 0
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
