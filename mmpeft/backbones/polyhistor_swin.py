@@ -93,6 +93,14 @@ def resolve_rank(rank: Union[int, str], n: int) -> int:
     raise ValueError(f'rank must be a positive int or a string "n/<int>" (e.g. "n/4"), got {rank!r}')
 
 
+def _whole(name: str, value, allowed: str) -> int:
+    """``value`` as an int if it is a whole number >= 1 (``2`` or ``2.0``); anything else is an error naming
+    ``name``: ``int(2.5)`` would silently build another model than the one configured."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1 or value != int(value):
+        raise ValueError(f'PolyhistorSwin: {name}={value!r} is not allowed; {name} must be {allowed}')
+    return int(value)
+
+
 def _official_to_mmseg(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Official Swin layout (``layers.*``, ``patch_embed.proj``) -> mmseg's (``stages.*``, ...)."""
     from mmdet.models.backbones.swin import swin_converter  # public converter of the same layout
@@ -116,6 +124,30 @@ class PretrainedSwin(SwinTransformer):
 
     #: regular expression of parameter names that subclasses add (not expected in a Swin checkpoint)
     _added_keys: Optional[re.Pattern] = None
+
+    def __init__(self, *args, **kwargs):
+        # mmseg indexes its stage widths with out_indices: a bad index is an IndexError deep inside it, and
+        # a negative one builds but never matches a stage in forward (fewer outputs than asked)
+        num_stages = len(kwargs.get('depths', (2, 2, 6, 2)))
+        out_indices = kwargs.get('out_indices', (0, 1, 2, 3))
+        bad = [i for i in out_indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < num_stages]
+        if bad:
+            raise ValueError(f'{type(self).__name__}: out_indices={tuple(out_indices)} has {bad} outside the '
+                             f'{num_stages} stages of depths={tuple(kwargs.get("depths", (2, 2, 6, 2)))}: '
+                             f'use indices in 0..{num_stages - 1}')
+        super().__init__(*args, **kwargs)
+
+    def check_input(self, x: Tensor) -> None:
+        """Fail with the shapes named, not with a convolution error, on images that do not fit."""
+        in_channels = self.patch_embed.projection.in_channels
+        if x.dim() != 4 or x.shape[1] != in_channels:
+            raise ValueError(f'{type(self).__name__}: expected images (B, C, H, W) with C = in_channels = '
+                             f'{in_channels}, got shape {tuple(x.shape)}; convert the images (e.g. grey -> RGB '
+                             f'in the pipeline, drop an alpha channel) or set the backbone\'s in_channels')
+
+    def forward(self, x: Tensor):
+        self.check_input(x)
+        return super().forward(x)
 
     def train(self, mode: bool = True) -> 'PretrainedSwin':
         super().train(mode)  # mmseg's returns None; nn.Module.train returns the module
@@ -218,9 +250,13 @@ class PolyhistorSwin(PretrainedSwin):
         defaults = MODE_DEFAULTS[mode]
         self.mode = mode
         self.tasks = tasks
-        self.reduction_ratio = int(reduction_ratio if reduction_ratio is not None else defaults['reduction_ratio'])
+        self.reduction_ratio = _whole(
+            'reduction_ratio', reduction_ratio if reduction_ratio is not None else defaults['reduction_ratio'],
+            'a whole number >= 1 dividing the adapter input sizes (n = d / rho), e.g. 1, 2, 4, 8, 16')
         self.rank = rank if rank is not None else defaults['rank']
-        self.embed_dims_task = int(embed_dims_task if embed_dims_task is not None else defaults['embed_dims_task'])
+        self.embed_dims_task = _whole(
+            'embed_dims_task', embed_dims_task if embed_dims_task is not None else defaults['embed_dims_task'],
+            'a whole number >= 2 (even for polyhistor_lite), e.g. 64')
         self.factorization = factorization if factorization is not None else defaults['factorization']
         self.positions = tuple(p for p in POSITIONS if p in positions)
         self.batched = batched
@@ -232,7 +268,8 @@ class PolyhistorSwin(PretrainedSwin):
         def bottleneck(d: int) -> int:
             if rho < 1 or d % rho:
                 raise ValueError(f'PolyhistorSwin: reduction_ratio (rho={rho}) must divide the adapter input '
-                                 f'size d={d} (n = d / rho)')
+                                 f'size d={d} (n = d / rho); choose one dividing every stage width '
+                                 f'{tuple(self.num_features)}')
             return d // rho
 
         # adapter sites, in forward order: (name, stage, block, position)
@@ -243,7 +280,8 @@ class PolyhistorSwin(PretrainedSwin):
         self.adapters = nn.ModuleDict()
         if mode == 'polyhistor_lite':
             d1 = widths[0]
-            scales = tuple(scales) if scales is not None else tuple(w // d1 for w in widths)
+            scales = (tuple(_whole('scales', s, 'whole numbers with d1 * s = width per stage, e.g. (1, 2, 4, 8)')
+                            for s in scales) if scales is not None else tuple(w // d1 for w in widths))
             if len(scales) != len(widths) or any(d1 * s != w for s, w in zip(scales, widths)):
                 raise ValueError(f'PolyhistorSwin: scales {scales} do not map the stage-1 width {d1} to the stage '
                                  f'widths {tuple(widths)} (need d1 * s = width per stage)')
@@ -319,8 +357,7 @@ class PolyhistorSwin(PretrainedSwin):
         Returns:
             ``{task: [(B, C_i, H / 2^(i+2), W / 2^(i+2)) for each out index i]}``, in the order of ``tasks``.
         """
-        if x.dim() != 4:
-            raise ValueError(f'PolyhistorSwin: expected images (B, C, H, W), got shape {tuple(x.shape)}')
+        self.check_input(x)
         tasks, index = self.task_index(tasks)
         params = self.adapter_params(index)
         batched = self.batched if batched is None else batched

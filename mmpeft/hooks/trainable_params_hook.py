@@ -66,7 +66,10 @@ class TrainableParamsHook(Hook):
             missing = sorted(trainable - held)
             if frozen_held:
                 raise RuntimeError(f'the optimizer holds {len(frozen_held)} frozen parameters, e.g. '
-                                   f'{frozen_held[:5]}; freeze at build time or use PEFTFreezeHook')
+                                   f'{frozen_held[:5]}: something froze them after the optimizer was built; '
+                                   f'freeze at build time or with PEFTFreezeHook (which rebuilds the optimizer)')
             if missing:
-                raise RuntimeError(f'{len(missing)} trainable parameters are not in the optimizer, '
-                                   f'e.g. {missing[:5]}')
+                raise RuntimeError(f'{len(missing)} trainable parameters are not in the optimizer and would never '
+                                   f'be updated, e.g. {missing[:5]}: something enabled them after the optimizer '
+                                   f'was built; enable them at build time or with PEFTFreezeHook (which rebuilds '
+                                   f'the optimizer)')

@@ -131,8 +131,9 @@ class Adapter(TaskWiseMethod):
     """Bottleneck adapters in every transformer block (Houlsby et al. / Pfeiffer et al.).
 
     Args:
-        reduction_ratio: rho = d / n, the down-projection ratio (Polyhistor Table 6: 1, 2, 4, 8, 16).
-        hidden_dims: n for every block instead of ``d // rho`` (AdaptFormer-64: 64).
+        reduction_ratio: rho = d / n, the down-projection ratio (Polyhistor Table 6: 1, 2, 4, 8, 16); must
+            divide every block width d, and be >= 1 (see :meth:`bottleneck`).
+        hidden_dims: n for every block instead of ``d / rho`` (AdaptFormer-64: 64); at most every d.
         position: ``'mlp'`` (one per block after the MLP, default), ``'attn'``, ``'both'`` (Houlsby).
         mode: ``'sequential'`` (after the sub-layer) or ``'parallel'`` (beside it, same input).
         scale: s, factor on the adapter output.
@@ -165,17 +166,35 @@ class Adapter(TaskWiseMethod):
         self.mode, self.scale, self.act, self.with_norm = mode, scale, act, with_norm
         self.rank, self.shared = rank, shared
 
-    def bottleneck(self, dims: int) -> int:
-        """n for a block of width d."""
+    def bottleneck(self, dims: int, block: str = '') -> int:
+        """n for a block of width d: ``hidden_dims``, or ``d / rho`` exactly (a fraction is an error, not
+        silently floored); between 1 and d (a bottleneck wider than its input is not an adapter) and at
+        least the low-rank ``rank`` (a larger one adds parameters, not rank)."""
+        where = f'block {block!r} (width d={dims})' if block else f'width d={dims}'
+        what = f'hidden_dims={self.hidden_dims}'
         if self.hidden_dims is not None:
-            return self.hidden_dims
-        n = int(dims // self.reduction_ratio)
-        if n < 1:
-            raise ValueError(f'reduction_ratio={self.reduction_ratio} leaves no hidden unit for d={dims}')
+            n = self.hidden_dims
+        else:
+            what = f'reduction_ratio={self.reduction_ratio}'
+            exact = dims / self.reduction_ratio
+            n = round(exact)
+            if n < 1:
+                raise ValueError(f'{type(self).__name__}: {what} leaves no hidden unit for {where} '
+                                 f'(n = d / rho = {exact:g}); use reduction_ratio <= {dims}')
+            if abs(exact - n) > 1e-6:
+                raise ValueError(f'{type(self).__name__}: {what} does not divide {where} (n = d / rho = '
+                                 f'{exact:g}); choose a reduction_ratio dividing every block width, or set hidden_dims')
+        if n > dims:
+            raise ValueError(f'{type(self).__name__}: {what} gives a bottleneck n={n} wider than {where}; '
+                             f'use hidden_dims <= {dims} / reduction_ratio >= 1')
+        if self.rank is not None and self.rank > n:
+            raise ValueError(f'{type(self).__name__}: rank={self.rank} exceeds the bottleneck n={n} of {where}: '
+                             f'the factorised projections cannot have a rank above min(n, d) = {n}; '
+                             f'use rank <= {n}')
         return n
 
-    def make_adapter(self, dims: int) -> BottleneckAdapter:
-        return self.adapter_cls(self.switch, dims, self.bottleneck(dims), act=self.act,
+    def make_adapter(self, dims: int, block: str = '') -> BottleneckAdapter:
+        return self.adapter_cls(self.switch, dims, self.bottleneck(dims, block), act=self.act,
                                 with_norm=self.with_norm, rank=self.rank, shared=self.shared,
                                 scale=self.scale, parallel=self.mode == 'parallel')
 
@@ -183,7 +202,7 @@ class Adapter(TaskWiseMethod):
         parallel = self.mode == 'parallel'
         for blk in find_blocks(backbone):
             for pos in self.positions:
-                adapter = self._add(backbone, blk.name, f'adapter_{pos}', self.make_adapter(blk.dims))
+                adapter = self._add(backbone, blk.name, f'adapter_{pos}', self.make_adapter(blk.dims, blk.name))
                 # sequential: after the attention's output projection / the MLP (before residual);
                 # parallel: beside the whole attention / MLP, reading the same normalised input
                 target = {('attn', False): blk.proj, ('attn', True): blk.attn,

@@ -19,7 +19,8 @@ carry a LayerNorm on their input (the same 2d that its Adapter and Compacter row
 LayerNorm inside the branch does not fold into ``W``); the default, plain LoRA, gives 0.283M.
 """
 import math
-from typing import Optional, Sequence, Tuple
+import warnings
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -87,7 +88,8 @@ class LoRA(TaskWiseMethod):
     """Low-rank updates of frozen linears of every transformer block.
 
     Args:
-        rank: r, the rank of ``B A``.
+        rank: r, the rank of ``B A``; at most ``min(d_out, d_in)`` of every targeted layer (larger is an
+            error, equal a warning: see :meth:`_check_rank`).
         scaling: s, the output scale of the update (Polyhistor: 4). ``alpha`` overrides it as
             ``s = alpha / r`` (the LoRA paper's convention).
         alpha: see ``scaling``.
@@ -123,25 +125,52 @@ class LoRA(TaskWiseMethod):
         # (branch name, linear name) pairs, relative to the backbone
         self.branches = []
 
-    def _inject(self, backbone: nn.Module) -> None:
+    def _sites(self, backbone: nn.Module) -> List[Tuple[str, str, nn.Linear, Optional[Tuple[int, int]], int]]:
+        """(target, linear name, linear, updated rows, number of rows) for every targeted linear."""
+        sites = []
         for blk in find_blocks(backbone):
             for target in self.targets:
                 linear_name = dict(q=blk.qkv, k=blk.qkv, v=blk.qkv, qkv=blk.qkv, proj=blk.proj,
                                    fc1=blk.fc1, fc2=blk.fc2)[target]
                 linear: nn.Linear = get_module(backbone, linear_name)
-                rows = None
-                out_rows = linear.out_features
+                rows, out_rows = None, linear.out_features
                 if target in ('q', 'k', 'v'):
                     d = linear.in_features
                     i = 'qkv'.index(target)
                     rows, out_rows = (i * d, (i + 1) * d), d
-                branch = LoRABranch(self.switch, linear.in_features, out_rows, self.rank, self.scaling,
-                                    rows, self.dropout, self.norm)
-                owner, _, local = linear_name.rpartition('.')
-                attr = f'lora_{target}' if target in ('q', 'k', 'v') else f'lora_{local}'
-                self._add(backbone, owner, attr, branch)
-                self.branches.append((self.injected[-1], linear_name))
-                linear.register_forward_hook(branch.hook)
+                sites.append((target, linear_name, linear, rows, out_rows))
+        return sites
+
+    def _check_rank(self, sites) -> None:
+        """A rank above a layer's width adds parameters without adding rank (``B A`` has rank at most
+        ``min(d_in, d_out)``): reject it. A rank equal to the width is a full-rank update, i.e. full
+        fine-tuning of that weight with more parameters than the weight: allowed (a valid baseline), warned."""
+        width = {name: (out_rows, lin.in_features) for _, name, lin, _, out_rows in sites}
+        too_big = [n for n, (d_out, d_in) in width.items() if self.rank > min(d_out, d_in)]
+        if too_big:
+            name = min(too_big, key=lambda n: min(width[n]))
+            d_out, d_in = width[name]
+            raise ValueError(
+                f'LoRA rank={self.rank} exceeds the width of {len(too_big)} targeted layer(s), e.g. {name!r} '
+                f'(update of shape {d_out} x {d_in}): B A cannot have a rank above min(d_out, d_in) = '
+                f'{min(d_out, d_in)}, so the extra rank only adds parameters. Set rank <= '
+                f'{min(min(w) for w in width.values())} (the narrowest targeted layer), or fine-tune fully')
+        full = [n for n, w in width.items() if self.rank == min(w)]
+        if full:
+            warnings.warn(f'LoRA rank={self.rank} equals the width of {full[:3]}: a full-rank update with more '
+                          f'parameters than the weight itself; a smaller rank is what LoRA is for')
+
+    def _inject(self, backbone: nn.Module) -> None:
+        sites = self._sites(backbone)
+        self._check_rank(sites)
+        for target, linear_name, linear, rows, out_rows in sites:
+            branch = LoRABranch(self.switch, linear.in_features, out_rows, self.rank, self.scaling,
+                                rows, self.dropout, self.norm)
+            owner, _, local = linear_name.rpartition('.')
+            attr = f'lora_{target}' if target in ('q', 'k', 'v') else f'lora_{local}'
+            self._add(backbone, owner, attr, branch)
+            self.branches.append((self.injected[-1], linear_name))
+            linear.register_forward_hook(branch.hook)
 
     @torch.no_grad()
     def merge(self, backbone: nn.Module, task: Optional[TaskKey] = None) -> None:

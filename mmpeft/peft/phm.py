@@ -136,14 +136,18 @@ class PHMLayer(Adapter):
         self.phm_dim, self.factorized = phm_dim, factorized
         self._rule: Optional[PHMRule] = None
 
-    def bottleneck(self, dims: int) -> int:
+    def bottleneck(self, dims: int, block: str = '') -> int:
+        """``d / rho`` rounded up to a multiple of n (documented above); n must divide d."""
         n = self.phm_dim
         if dims % n:
-            raise ValueError(f'phm_dim={n} does not divide the block width d={dims}')
-        return int(math.ceil(super().bottleneck(dims) / n) * n)
+            where = f'block {block!r}' if block else 'a block'
+            raise ValueError(f'{type(self).__name__}: phm_dim={n} does not divide the width d={dims} of {where}; '
+                             f'the Kronecker factorisation needs a phm_dim dividing every block width, '
+                             f'e.g. one of {[k for k in range(1, 17) if dims % k == 0]}')
+        return int(math.ceil(super().bottleneck(dims, block) / n) * n)
 
-    def make_adapter(self, dims: int) -> PHMAdapter:
-        return PHMAdapter(self.switch, dims, self.bottleneck(dims), self._rule, self.factorized,
+    def make_adapter(self, dims: int, block: str = '') -> PHMAdapter:
+        return PHMAdapter(self.switch, dims, self.bottleneck(dims, block), self._rule, self.factorized,
                           act=self.act, with_norm=self.with_norm, shared=self.shared,
                           scale=self.scale, parallel=self.mode == 'parallel')
 

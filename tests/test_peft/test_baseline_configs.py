@@ -77,6 +77,9 @@ def tiny_vit_model(cfg: Config) -> dict:
     model = copy.deepcopy(cfg.model)
     inner = model.backbone.get('backbone', model.backbone)
     inner.update(vit_kwargs=TINY_VIT, init_cfg=None)
+    method = model.backbone.get('method')
+    if method is not None and method.get('hidden_dims', 0) > TINY_VIT['embed_dim']:
+        method.hidden_dims = TINY_VIT['embed_dim'] // 2  # AdaptFormer-64 shrunk with the ViT: a bottleneck < d
     if 'neck' in model:
         model.neck.update(in_channels=[32] * 4, out_channels=32)
         model.rpn_head.update(in_channels=32, feat_channels=32)
