@@ -61,6 +61,7 @@ and ``init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_
 0.5 (127.5 in pixel units), MAE with the ImageNet mean / std; the configs set the data preprocessor
 accordingly.
 """
+import re
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -76,17 +77,35 @@ from .transformation_bridge import TransformationBridge
 from .vit_checkpoint import LAYOUTS, load_vit_weights
 
 OUT_TYPES = ('featmap', 'pooled')
+# ``scheme://...``: a URL or a toolbox download name (open-mmlab://, torchvision://, mmcls://, s3:// ...)
+_DOWNLOAD_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*://')
 
 
 def pretrained_checkpoint(pretrained: Optional[str], init_cfg,
                           owner: str) -> Tuple[Optional[str], Optional[str]]:
     """``(path, prefix)`` of the checkpoint given by ``pretrained`` or
-    ``init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix='backbone.'])``."""
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix='backbone.'])``.
+
+    Only local files: a download name (``open-mmlab://resnet50_v1c``, ``torchvision://``, a URL) is
+    rejected, because it usually is a segmentor-level ``model.pretrained`` of an upstream mmseg base
+    config, which mmseg copies into the backbone, and meant for the base config's ResNet, not a ViT.
+    """
+    if pretrained is not None and not isinstance(pretrained, str):
+        raise TypeError(f'{owner}: pretrained must be a path, got {type(pretrained).__name__}')
+    ckpt = init_cfg.get('checkpoint') if isinstance(init_cfg, dict) else None
+    for key, value in (('pretrained', pretrained), ('init_cfg.checkpoint', ckpt)):
+        if isinstance(value, str) and _DOWNLOAD_NAME.match(value):
+            raise ValueError(
+                f'{owner}: {key}={value!r} is a download name, but {owner} loads a ViT checkpoint from a '
+                f'local file only (and a name like this is usually the ResNet of an upstream base config: '
+                f"mmseg copies a segmentor-level model.pretrained into the backbone). Set "
+                f"model.pretrained=None in your config and give the local ViT file by "
+                f"backbone.init_cfg=dict(type='Pretrained', checkpoint='pretrain/<vit>.pth').")
     if pretrained is not None and init_cfg is not None:
-        raise ValueError(f'{owner}: give the checkpoint by `pretrained` or `init_cfg`, not both')
+        raise ValueError(f'{owner}: got both pretrained={pretrained!r} and init_cfg={init_cfg!r}; give the '
+                         f'checkpoint by one of them (if pretrained comes from a segmentor-level '
+                         f'model.pretrained, set model.pretrained=None in your config)')
     if pretrained is not None:
-        if not isinstance(pretrained, str):
-            raise TypeError(f'{owner}: pretrained must be a path, got {type(pretrained).__name__}')
         return pretrained, None
     if init_cfg is None:
         return None, None
@@ -139,7 +158,8 @@ class HSTViT(BaseModule):
         out_type: ``'featmap'``: a tuple of ``(B, d_j, H_j, W_j)`` maps for ``out_indices``;
             ``'pooled'``: a 1-tuple with the ``(B, d_4)`` average of the last stage's (normed) map,
             for mmpretrain's ``LinearClsHead``.
-        pretrained: path of the ViT checkpoint (shorthand for ``init_cfg``).
+        pretrained: local path of the ViT checkpoint (shorthand for ``init_cfg``); a URL or
+            ``open-mmlab://`` name is an error (see :func:`pretrained_checkpoint`).
         checkpoint_layout: ``'auto'``, ``'timm'``, ``'mae'``, ``'mmpretrain'`` or ``'mmseg'``.
         init_cfg: ``None`` or ``dict(type='Pretrained', checkpoint=PATH)`` (``prefix='...'`` picks the
             ViT out of a bigger checkpoint; ``backbone.`` is found without it); the ViT weights are

@@ -1,0 +1,71 @@
+"""Official (Microsoft) Swin checkpoints for the toolboxes' own Swin backbones.
+
+mmseg, mmdet and mmpretrain name Swin weights alike (``patch_embed.projection``, ``stages.<i>.blocks.<j>
+.attn.w_msa``, ``ffn.layers``, patch merging with the channels in ``nn.Unfold`` order); the official
+``swin_tiny_patch4_window7_224.pth`` uses ``layers.<i>``, ``mlp.fc1`` and another merging order.
+mmdet converts on load (``convert_weights=True``) and mmpeft's :class:`PretrainedSwin` does for mmseg's
+Swin; mmpretrain does neither (its ``init_cfg=dict(type='Pretrained', prefix='backbone')`` wants a
+file already converted). ``init_cfg=dict(type='PretrainedOfficialSwin', checkpoint=PATH)`` loads the
+official file into any of the three: mmdet's public ``swin_converter`` converts the layout, the
+classifier's final ``norm`` becomes the backbone's last output norm (mmpretrain's ``norm3``) and the
+classifier ``head`` is dropped. Inside a :func:`~mmpeft.backbones.PEFTBackbone` every backbone weight
+left unloaded is then an error (see ``peft_backbone.py``).
+"""
+from collections import OrderedDict
+from typing import Dict
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model.weight_init import PretrainedInit
+from mmengine.registry import WEIGHT_INITIALIZERS
+from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
+
+
+def official_swin_to_toolbox(state: Dict[str, torch.Tensor], module: nn.Module) -> 'OrderedDict[str, torch.Tensor]':
+    """Convert an official Swin state dict (``layers.*`` keys) to the toolboxes' layout for ``module``."""
+    from mmdet.models.backbones.swin import swin_converter
+    if not any(k.startswith('layers.') for k in state):
+        return OrderedDict(state)  # already in the toolbox layout
+    out = OrderedDict((k[len('backbone.'):], v) for k, v in swin_converter(state).items())
+    n = len(getattr(module, 'stages', ()))
+    own = module.state_dict()
+    if n and f'norm{n - 1}.weight' in own:
+        for name in ('weight', 'bias'):  # the classifier's final norm normalises the last stage's output
+            if f'norm.{name}' in out:
+                out[f'norm{n - 1}.{name}'] = out.pop(f'norm.{name}')
+    return out
+
+
+@WEIGHT_INITIALIZERS.register_module()
+class PretrainedOfficialSwin(PretrainedInit):
+    """``init_cfg=dict(type='PretrainedOfficialSwin', checkpoint=PATH)``: load an official Swin file.
+
+    Accepts the official layout (weights under ``model``), or a toolbox-layout file (bare, under
+    ``state_dict``, or with ``backbone.`` keys), so one config line works for both.
+    """
+
+    def __call__(self, module: nn.Module) -> None:
+        ckpt = CheckpointLoader.load_checkpoint(self.checkpoint, map_location=self.map_location, logger=None)
+        state = ckpt.get('state_dict', ckpt.get('model', ckpt)) if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+            raise KeyError(f'{self.checkpoint}: no Swin state dict found (looked under state_dict, model and '
+                           'the top level); give an official Swin checkpoint or a toolbox Swin checkpoint')
+        prefix = self.prefix or ('backbone' if any(k.startswith('backbone.') for k in state) else '')
+        if prefix:
+            prefix = prefix.rstrip('.') + '.'
+            state = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
+        state = official_swin_to_toolbox(state, module)
+        print_log(f'PretrainedOfficialSwin: loading {len(state)} tensors from {self.checkpoint}',
+                  logger='current')
+        load_state_dict(module, state, strict=False, logger='current')
+        # mmengine's BaseModule.init_weights defers only type='Pretrained' until after the children's
+        # own init_weights; any other initializer runs first, so the children (mmpretrain's WindowMSA
+        # re-draws its relative position bias table) would overwrite what was loaded. The loaded
+        # sub-modules are marked initialised, mmengine's own way of skipping them.
+        for m in module.modules():
+            if m is not module and hasattr(m, '_is_init'):
+                m._is_init = True
+
+    def _get_init_info(self) -> str:
+        return f'{type(self).__name__}: load from {self.checkpoint}'
