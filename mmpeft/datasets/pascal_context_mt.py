@@ -105,7 +105,8 @@ class PascalContextMultiTaskDataset(BaseDataset):
 
     Raises:
         FileNotFoundError: naming the id list, the person list or the missing annotation files.
-        ValueError: unknown tasks, or ids of the id list missing from the person list.
+        ValueError: unknown tasks, an id list with no ids, or ids of the id list missing from the
+            person list.
     """
 
     METAINFO = dict(classes=SEMSEG_CLASSES, palette=voc_palette(len(SEMSEG_CLASSES)),
@@ -158,6 +159,11 @@ class PascalContextMultiTaskDataset(BaseDataset):
         """One data info per id of ``ann_file`` (see the class docstring for the keys)."""
         ids = [line.strip() for line in self._read_text(self.ann_file, 'image-id list')
                .splitlines() if line.strip()]
+        if not ids:
+            # an empty list would fail in mmengine's serialisation or hang an infinite sampler
+            raise ValueError(f'PASCAL-Context multi-task: the image-id list (ann_file) '
+                             f'{osp.abspath(self.ann_file)} lists no samples (it is empty); '
+                             f'write one image id per line or point ann_file at another split')
         person = None
         if 'parts' in self.tasks:
             person = json.loads(self._read_text(self.parts_list_file, 'person list'))

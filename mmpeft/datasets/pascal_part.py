@@ -80,14 +80,20 @@ def read_human_parts(source: Union[str, bytes], shape: Tuple[int, int],
         ``(H, W)`` uint8 label map with values in ``0..6``.
 
     Raises:
-        ValueError: naming the file, if it lacks the ``anno``/``objects`` structure, a person part
+        ValueError: naming the file, if it is not a readable ``.mat`` file (corrupt, truncated),
+            lacks the ``anno``/``objects`` structure, a person part
             name is unknown, or a mask's shape differs from ``shape``.
     """
-    if isinstance(source, bytes):
-        mat = scipy.io.loadmat(io.BytesIO(source))
-    else:
+    if not isinstance(source, bytes):
         name = source
-        mat = scipy.io.loadmat(source)
+    try:
+        mat = scipy.io.loadmat(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # scipy raises MatReadError, IndexError, ValueError ... without the path
+        raise ValueError(f'{name}: the human-parts annotation is corrupt or truncated (not a '
+                         f'readable .mat file: {e!r}); restore this file from the dataset '
+                         f'release') from e
     try:
         objects = mat['anno'][0, 0]['objects']
     except (KeyError, IndexError, ValueError) as e:

@@ -12,7 +12,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from mmseg.datasets import BaseSegDataset
@@ -105,3 +105,17 @@ class SyntheticSegDataset(BaseSegDataset):
         kwargs.setdefault('img_suffix', '.png')
         kwargs.setdefault('seg_map_suffix', '.png')
         super().__init__(**kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        """mmseg's data list, refused when empty: mmengine would fail in its serialisation ("need
+        at least one array to concatenate") or hang an infinite sampler, naming nothing."""
+        data_list = super().load_data_list()
+        if self.ann_file:  # mmseg turns a blank line of the split file into a nameless sample
+            data_list = [d for d in data_list if osp.basename(d['img_path']) != self.img_suffix]
+        if not data_list:
+            source = (f'the split file (ann_file) {osp.abspath(self.ann_file)}' if self.ann_file
+                      else f'the image folder {osp.abspath(self.data_prefix.get("img_path", ""))}')
+            raise ValueError(f'SyntheticSegDataset: {source} lists no samples (it is empty); '
+                             f'regenerate the data (generate=dict(...) on a new data_root) or '
+                             f'point ann_file / data_prefix at a split with images')
+        return data_list

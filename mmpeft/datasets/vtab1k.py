@@ -44,7 +44,8 @@ class VTAB1kDataset(BaseDataset):
         task: task folder name, e.g. ``'cifar'``, ``'dsprites_loc'``.
         split: ``'train'`` (= ``train800val200``), ``'train800'``, ``'val200'`` or ``'test'``.
         num_classes: number of classes (default: the task's, for the 19 known tasks). Labels outside
-            ``0 .. num_classes - 1`` are an error naming the line.
+            ``0 .. num_classes - 1`` are an error naming the line; a list without samples is an
+            error naming the file.
         **kwargs: ``pipeline``, ``test_mode`` ... as for mmpretrain's ``BaseDataset``.
     """
 
@@ -83,4 +84,9 @@ class VTAB1kDataset(BaseDataset):
                     raise ValueError(f'{self.ann_file}:{n}: label {label} outside 0..'
                                      f'{self.num_classes - 1} of task {self.task!r}')
                 data_list.append(dict(img_path=osp.join(task_dir, parts[0]), gt_label=label))
+        if not data_list:
+            # an empty list would fail in mmengine's serialisation or hang an infinite sampler
+            raise ValueError(f'VTAB1kDataset: list file (ann_file) {osp.abspath(self.ann_file)} '
+                             f'lists no samples (it is empty); it needs one "<relative/path.jpg> '
+                             f'<label>" line per image: re-extract task {self.task!r}')
         return data_list

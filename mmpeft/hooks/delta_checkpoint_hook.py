@@ -9,7 +9,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner.checkpoint import save_checkpoint
 
 from ..registry import HOOKS
-from ..utils.delta import DELTA_KEY, make_delta_meta, state_dict_of
+from ..utils.delta import (DELTA_KEY, file_tensor_hash, load_base_file, make_delta_meta,
+                           state_dict_of)
 
 
 @HOOKS.register_module()
@@ -21,9 +22,11 @@ class DeltaCheckpointHook(Hook):
         custom_hooks = [dict(type='DeltaCheckpointHook')]
 
     A delta keeps optimizer, scheduler and message-hub state, so ``resume=True`` works, and records
-    the base weights it applies to (see :mod:`mmpeft.utils.delta`). Any mmengine load of a delta
-    (``load_from``, ``resume``, ``tools/test.py``) expands it to base + delta after checking that the
-    base fits; ``tools/model_converters/merge_delta.py`` writes the full checkpoint.
+    the base weights it applies to by path and by a hash of their tensors (see
+    :mod:`mmpeft.utils.delta`). Any mmengine load of a delta (``load_from``, ``resume``,
+    ``tools/test.py``) expands it to base + delta after checking that the base is the one it was
+    trained on (a base rewritten since, e.g. by another training in the work_dir, is refused);
+    ``tools/model_converters/merge_delta.py`` writes the full checkpoint.
 
     The base weights: with ``base=None`` the hook writes the model's full state dict as it stands when
     training starts (pretrained weights loaded, nothing trained yet) to ``work_dir/base_filename``
@@ -45,6 +48,7 @@ class DeltaCheckpointHook(Hook):
         self.base_filename = base_filename
         self.check_base = check_base
         self._base_path: Optional[str] = None
+        self._base_hash: Optional[str] = None
         self._base_buffers: Dict[str, torch.Tensor] = {}
         self._trainable: list = []
         self._frozen_shapes: Dict[str, list] = {}
@@ -74,8 +78,8 @@ class DeltaCheckpointHook(Hook):
                                 self._base_path)
                 runner.logger.info(f'DeltaCheckpointHook: base weights written to {self._base_path}')
             barrier()
-        base_sd = state_dict_of(torch.load(self._base_path, map_location='cpu', weights_only=False),
-                                f'base weights {self._base_path}')
+        base_sd = state_dict_of(load_base_file(self._base_path), f'base weights {self._base_path}')
+        self._base_hash = file_tensor_hash(self._base_path, base_sd)
         if self.check_base:
             self._check_frozen_equal(sd, base_sd, trainable, param_keys)
         self._base_buffers = {k: base_sd[k] for k in sd if k not in param_keys and k in base_sd}
@@ -102,4 +106,5 @@ class DeltaCheckpointHook(Hook):
         keep = set(self._trainable) | set(buffers)
         checkpoint['state_dict'] = type(sd)((k, v) for k, v in sd.items() if k in keep)
         frozen = {k: s for k, s in self._frozen_shapes.items() if k not in keep}
-        checkpoint['meta'][DELTA_KEY] = make_delta_meta(self._base_path, frozen, self._trainable, buffers)
+        checkpoint['meta'][DELTA_KEY] = make_delta_meta(
+            self._base_path, frozen, self._trainable, buffers, base_hash=self._base_hash)

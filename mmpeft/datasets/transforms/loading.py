@@ -9,6 +9,7 @@ from PIL import Image
 
 from mmpeft.registry import TRANSFORMS
 from mmpeft.structures.multitask_data_sample import TASKS
+from ..pascal_context_mt import SEMSEG_CLASSES
 from ..pascal_part import read_human_parts
 
 #: Label value of pixels that no loss or metric uses.
@@ -66,19 +67,26 @@ class LoadMultiTaskAnnotations(BaseTransform):
     Args:
         tasks: tasks to load; ``None`` loads ``results['tasks']``.
         backend_args: mmengine file backend arguments (local disk by default).
+        num_semseg_classes: semantic label values must be ``0 .. num_semseg_classes - 1`` or
+            :data:`IGNORE_INDEX`; anything else (a map of another label set, a 16-bit PNG) would
+            fail deep inside the loss or silently train on garbage.
 
     Raises:
         FileNotFoundError: naming the task and the missing file.
-        ValueError: naming the file, when an annotation's size differs from the image's.
+        ValueError: naming the file, when an annotation's size differs from the image's, when a
+            label file is corrupt or truncated, or when semantic labels are out of range (the
+            values, the number of classes and the ignore index named).
     """
 
     def __init__(self, tasks: Optional[Sequence[str]] = None,
-                 backend_args: Optional[dict] = None) -> None:
+                 backend_args: Optional[dict] = None,
+                 num_semseg_classes: int = len(SEMSEG_CLASSES)) -> None:
         if tasks is not None:
             unknown = set(tasks) - set(TASKS)
             if unknown:
                 raise ValueError(f'unknown tasks {sorted(unknown)}; known: {TASKS}')
         self.tasks = None if tasks is None else list(tasks)
+        self.num_semseg_classes = int(num_semseg_classes)
         self.backend_args = backend_args
 
     def _get(self, path: str, task: str) -> bytes:
@@ -89,11 +97,28 @@ class LoadMultiTaskAnnotations(BaseTransform):
                 f'PASCAL-Context multi-task: {task} annotation file not found: {path}') from e
 
     def _read_png(self, path: str, task: str, mode: Optional[str] = None) -> np.ndarray:
-        img = Image.open(io.BytesIO(self._get(path, task)))
-        # Label PNGs are palette ('P') or grey ('L'); np.array of a 'P' image gives the indices.
-        if mode is not None and img.mode != mode:
-            img = img.convert(mode)
-        return np.array(img)
+        data = self._get(path, task)
+        try:
+            img = Image.open(io.BytesIO(data))
+            # Label PNGs are palette ('P') or grey ('L'); np.array of a 'P' image gives the indices.
+            if mode is not None and img.mode != mode:
+                img = img.convert(mode)
+            return np.array(img)
+        except Exception as e:  # PIL raises OSError, SyntaxError, zlib.error ... without the path
+            raise ValueError(f'{path}: the {task} annotation is corrupt or truncated ({len(data)} '
+                             f'bytes; the image decoder says: {e}); restore this file from the '
+                             f'dataset release') from e
+
+    @staticmethod
+    def _check_range(label: np.ndarray, num_classes: int, path: str, task: str) -> None:
+        bad = ((label < 0) | (label >= num_classes)) & (label != IGNORE_INDEX)
+        if bad.any():
+            values = np.unique(label[bad])
+            raise ValueError(
+                f'{path}: {task} label values {values[:10].tolist()} ({int(bad.sum())} pixels) are '
+                f'outside the {num_classes} classes 0..{num_classes - 1} and are not the ignore '
+                f'index {IGNORE_INDEX}; fix the label file, or set num_{task}_classes of '
+                f'LoadMultiTaskAnnotations (and the model) if the dataset has more classes')
 
     @staticmethod
     def _check_shape(arr: np.ndarray, shape: Tuple[int, int], path: str) -> np.ndarray:
@@ -120,6 +145,7 @@ class LoadMultiTaskAnnotations(BaseTransform):
             # Colour-coded RGB labels would need the palette to decode; the release has none.
             raise ValueError(
                 f'{path}: expected a palette or grey label PNG, got shape {label.shape}')
+        self._check_range(label, self.num_semseg_classes, path, 'semseg')
         return self._check_shape(label.astype(np.uint8), shape, path)
 
     def _load_parts(self, results: dict, shape: Tuple[int, int]) -> np.ndarray:
