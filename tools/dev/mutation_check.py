@@ -89,6 +89,13 @@ MUTANTS: List[Mutant] = [
     M('param-count-tied-twice', 'mmpeft/utils/param_count.py',
       'for name, p in model.named_parameters():',
       'for name, p in model.named_parameters(remove_duplicate=False):', ['tests/test_utils']),
+    M('delta-base-beside-not-tried', 'mmpeft/utils/delta.py',
+      '            tried.append(beside)', '            pass',
+      ['tests/test_robustness/test_robust_delta.py', 'tests/test_hooks/test_delta_checkpoint.py'],
+      'a moved or copied work dir cannot be loaded'),
+    M('delta-base-hash-unchecked', 'mmpeft/utils/delta.py',
+      "expected = meta.get('base_hash')", 'expected = None',
+      ['tests/test_robustness/test_robust_delta.py'], 'a delta expands onto the wrong base'),
     # ---- models/
     M('loss-weights-missing-task-zero', 'mmpeft/models/multitask_dense_model.py',
       'float(loss_weights.get(t, 1.0))', 'float(loss_weights.get(t, 0.0))', ['tests/test_models'],
