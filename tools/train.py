@@ -4,7 +4,9 @@
     bash tools/dist_train.sh CONFIG GPUS [same options]
 
 mmpeft is imported first, so its classes and compatibility fixes are in place even when a config
-lacks ``custom_imports``.
+lacks ``custom_imports``. The work dir is locked for the run (a second training there stops at once),
+temporary files of an interrupted save are removed, and ``ExactResumeHook`` is added when the config
+lacks it, so ``--resume`` continues exactly where the interrupted run was.
 """
 import argparse
 import os
@@ -15,7 +17,10 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmpeft.hooks import ExactResumeHook
+from mmpeft.utils.checkpoint_io import TRUSTED_ENV
 from mmpeft.utils.runner_cfg import load_runner_config
+from mmpeft.utils.work_dir import clean_stale_temporary_files, lock_work_dir
 
 
 def parse_args() -> argparse.Namespace:
@@ -27,11 +32,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--amp', action='store_true', help='automatic mixed precision')
     p.add_argument('--no-validate', action='store_true', help='skip validation during training')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
+    p.add_argument('--trust-checkpoints', action='store_true',
+                   help=f'load checkpoints with weights_only=False (they may run code; same as {TRUSTED_ENV}=1)')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args()
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if args.trust_checkpoints:
+        os.environ[TRUSTED_ENV] = '1'
     return args
 
 
@@ -50,14 +59,31 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.load_from = args.resume
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    hooks = cfg.get('custom_hooks') or []
+    if not any(h.get('type') in ('ExactResumeHook', ExactResumeHook) for h in hooks):
+        cfg.custom_hooks = list(hooks) + [dict(type='ExactResumeHook')]
     return cfg
+
+
+def _global_rank() -> int:
+    """This process's rank from the launcher's environment (before torch.distributed starts)."""
+    for var in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK'):
+        if os.environ.get(var, '').isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def main() -> None:
     args = parse_args()
     cfg = build_cfg(args)
+    work_dir_lock = None
+    if _global_rank() == 0:  # one lock per training, held by its main process until it exits
+        work_dir_lock = lock_work_dir(cfg.work_dir)
+        clean_stale_temporary_files(cfg.work_dir)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
+    if work_dir_lock is not None:
+        work_dir_lock.close()
 
 
 if __name__ == '__main__':

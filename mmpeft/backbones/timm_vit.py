@@ -92,14 +92,29 @@ def pad_to_multiple(x: torch.Tensor, multiple: Sequence[int]) -> torch.Tensor:
     return x
 
 
-def check_input(x: torch.Tensor, patch_size: Sequence[int], owner: str) -> None:
-    """Raise a clear error for inputs a ViT cannot embed (wrong rank/channels, smaller than a patch)."""
+def check_input(x: torch.Tensor, patch_size: Sequence[int], owner: str, in_chans: int = 3) -> None:
+    """Raise a clear error for inputs a ViT cannot embed (wrong rank/channels, smaller than a patch).
+
+    A wrong channel count would otherwise fail inside the patch embedding's convolution with a
+    message naming neither the image nor the fix.
+    """
     if x.dim() != 4:
         raise ValueError(f'{owner} expects an (N, C, H, W) image batch, got shape {tuple(x.shape)}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'{owner}: input has {x.shape[1]} channel(s) (shape {tuple(x.shape)}), the model '
+                         f'expects {in_chans}; load images as 3-channel color (LoadImageFromFile with '
+                         f"color_type='color' converts grayscale and drops alpha), or build the backbone for "
+                         f'{x.shape[1]} channels where it allows it (ViTPyramid: '
+                         f'vit_kwargs=dict(in_chans={x.shape[1]}))')
     h, w = x.shape[-2:]
     if h < patch_size[0] or w < patch_size[1]:
         raise ValueError(f'{owner}: input of {h}x{w} pixels is smaller than one ViT patch '
                          f'({patch_size[0]}x{patch_size[1]}); resize the image to at least one patch')
+
+
+def vit_in_chans(vit: nn.Module) -> int:
+    """Image channels a timm ViT's patch embedding takes (``in_chans`` of ``timm.create_model``)."""
+    return vit.patch_embed.proj.in_channels
 
 
 def vit_layer_sequences(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] = None,

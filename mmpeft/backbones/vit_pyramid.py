@@ -33,7 +33,7 @@ from timm.layers import LayerNorm2d
 from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
 from ..registry import MODELS
 from .hst_vit import pretrained_checkpoint
-from .timm_vit import (build_timm_vit, check_input, pad_to_multiple, stage_resolutions,
+from .timm_vit import (build_timm_vit, check_input, vit_in_chans, pad_to_multiple, stage_resolutions,
                        vit_layer_outputs, vit_patch_size)
 from .vit_checkpoint import LAYOUTS, load_vit_weights
 
@@ -97,7 +97,7 @@ class ViTPyramid(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``(B, 3, H, W)`` -> tuple of ``(B, D, ceil(H/s_j), ceil(W/s_j))`` for ``out_indices``."""
-        check_input(x, self.patch_size, 'ViTPyramid')
+        check_input(x, self.patch_size, 'ViTPyramid', in_chans=vit_in_chans(self.vit))
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, (32, 32))
         hp, wp = x.shape[-2:]

@@ -34,7 +34,36 @@ class MultiTaskDataPreProcessor(ImgDataPreprocessor):
         super().__init__(mean=mean, std=std, pad_size_divisor=pad_size_divisor, pad_value=pad_value,
                          bgr_to_rgb=bgr_to_rgb, non_blocking=non_blocking)
 
+    def _check_channels(self, data: dict) -> None:
+        """Refuse images whose channel count is not the configured one.
+
+        mmengine's preprocessor would otherwise broadcast a 1-channel image against the 3 means, or
+        drop a 4th (alpha) channel in the BGR->RGB swap, and train on something else without a word.
+        """
+        if self._channel_conversion:
+            expected = 3
+        elif self._enable_normalize:
+            expected = self.mean.shape[0]
+        else:
+            return
+        inputs = data['inputs']
+        channels = [img.shape[-3] if img.dim() >= 3 else 1 for img in inputs]
+        bad = [i for i, c in enumerate(channels) if c != expected]
+        if not bad:
+            return
+        samples = data.get('data_samples') or []
+        i = bad[0]
+        image = samples[i].metainfo.get('img_path', f'image {i} of the batch') if i < len(samples) \
+            else f'image {i} of the batch'
+        raise ValueError(
+            f'{type(self).__name__}: {image} has {channels[i]} channel(s) (shape {tuple(inputs[i].shape)}), '
+            f'the model expects {expected} (mean / std / bgr_to_rgb are set for {expected}); '
+            f'{len(bad)} of {len(channels)} images of the batch differ. Load images as 3-channel color '
+            f"(LoadImageFromFile with color_type='color' converts grayscale and drops alpha), or set "
+            f'mean / std for {channels[i]} channels with bgr_to_rgb=False and the backbone\'s in_channels')
+
     def forward(self, data: dict, training: bool = False) -> dict:
+        self._check_channels(data)
         sizes = [tuple(img.shape[-2:]) for img in data['inputs']] if isinstance(data['inputs'], (list, tuple)) \
             else [tuple(data['inputs'].shape[-2:])] * len(data['inputs'])
         data = super().forward(data, training)

@@ -8,12 +8,14 @@ The backbone is either task-conditioned (``backbone.task_conditioned``, e.g. :cl
 called as ``backbone(x, tasks=[...])`` and returning ``{task: features}``, or shared: called once,
 its features feeding every head (full fine-tuning, decoders only, single-task models).
 """
+import logging
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.structures import PixelData
 from torch import Tensor
@@ -31,7 +33,8 @@ DEFAULT_LOSSES = dict(semseg=dict(type='DenseCrossEntropyLoss'), parts=dict(type
 #: ASTMT on PASCAL-Context): semseg 1, parts 2, saliency 5, normals 10.
 LOSS_WEIGHT_PRESETS = dict(uniform=dict(semseg=1.0, parts=1.0, sal=1.0, normals=1.0),
                            mti_net=dict(semseg=1.0, parts=2.0, sal=5.0, normals=10.0))
-#: Ground-truth value of a pixel without label, per task (a missing field counts as all-invalid).
+#: Ground-truth value of a pixel without label, per task (with ``allow_missing_gt`` a missing field
+#: counts as all-invalid).
 _INVALID = dict(semseg=255, parts=255, sal=255, normals=0.0)
 
 
@@ -61,6 +64,10 @@ class MultiTaskDenseModel(BaseModel):
         loss_weights: ``'uniform'``, ``'mti_net'`` (see :data:`LOSS_WEIGHT_PRESETS`) or a dict task -> weight.
         test_tasks: tasks predicted in ``predict`` mode when none are asked (``None``: all ``tasks``).
         align_corners: of the upsampling of predictions to the input / original size.
+        allow_missing_gt: a training image without the ground-truth field of one of ``tasks``
+            (``gt_<task>``) counts as all-ignored for that task instead of being an error. Only for
+            data mixing differently annotated images: otherwise a task missing from the dataset
+            would train nothing and log a loss of 0.
         data_preprocessor: default :class:`MultiTaskDataPreProcessor` with ImageNet statistics.
 
     Module names make :func:`mmpeft.utils.count_params` split Encoder (``backbone``) and Heads
@@ -70,13 +77,15 @@ class MultiTaskDenseModel(BaseModel):
     def __init__(self, backbone: dict, decode_head: dict, tasks: Sequence[str] = TASKS,
                  num_outputs: Optional[Dict[str, int]] = None, losses: Optional[Dict[str, dict]] = None,
                  loss_weights: Union[str, Dict[str, float]] = 'uniform', test_tasks: Optional[Sequence[str]] = None,
-                 align_corners: bool = False, data_preprocessor: Optional[dict] = None, init_cfg=None):
+                 align_corners: bool = False, allow_missing_gt: bool = False,
+                 data_preprocessor: Optional[dict] = None, init_cfg=None):
         if data_preprocessor is None:
             data_preprocessor = dict(type='MultiTaskDataPreProcessor')
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.tasks = _check_tasks(tasks, TASKS, type(self).__name__)
         self.test_tasks = _check_tasks(test_tasks, self.tasks, 'test_tasks') if test_tasks else self.tasks
         self.align_corners = align_corners
+        self.allow_missing_gt = allow_missing_gt
         outputs = dict(NUM_OUTPUTS, **(num_outputs or {}))
         loss_cfgs = dict(DEFAULT_LOSSES, **(losses or {}))
         if isinstance(loss_weights, str):
@@ -98,6 +107,39 @@ class MultiTaskDenseModel(BaseModel):
         self.decode_heads = nn.ModuleDict(
             {t: MODELS.build(dict(decode_head, out_channels=outputs[t])) for t in self.tasks})
         self.losses = nn.ModuleDict({t: MODELS.build(loss_cfgs[t]) for t in self.tasks})
+        self._check_head_channels()
+
+    def _check_head_channels(self) -> None:
+        """Compare the heads' ``in_channels`` with the backbone's features now, not in the first forward.
+
+        The backbone runs once on a small zero image (eval mode, no grad; training flags restored, so
+        no norm statistic moves). A backbone that cannot run on it is not checked here.
+        """
+        head = self.decode_heads[self.tasks[0]]
+        expected = getattr(head, 'in_channels', None)
+        if expected is None:
+            return
+        training = [(m, m.training) for m in self.backbone.modules()]
+        self.backbone.eval()
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, 3, 64, 64, device=next(self.backbone.parameters()).device)
+                feats = self.extract_feats(x, self.tasks[:1])[self.tasks[0]]
+            found = [f.shape[1] for f in feats]
+        except Exception as e:  # noqa: BLE001  (e.g. a backbone with a fixed input size)
+            print_log(f'{type(self).__name__}: could not probe the backbone\'s output channels '
+                      f'({type(e).__name__}: {e}); decode_head.in_channels is checked at the first forward',
+                      logger='current', level=logging.WARNING)
+            return
+        finally:
+            for m, mode in training:
+                m.training = mode
+        if list(found) != list(expected):
+            raise ValueError(
+                f'{type(self).__name__}: decode_head {type(head).__name__} has in_channels={list(expected)} '
+                f'but the backbone {type(self.backbone).__name__} outputs {len(found)} features with '
+                f'channels {found}; set decode_head.in_channels={found} (or change the backbone\'s '
+                f'out_indices / widths)')
 
     # ------------------------------------------------------------------ features and logits
     def extract_feats(self, inputs: Tensor, tasks: Sequence[str]) -> Dict[str, List[Tensor]]:
@@ -131,7 +173,7 @@ class MultiTaskDenseModel(BaseModel):
             field = f'gt_{task}'
             if field in s:
                 gt = getattr(s, field).data
-            else:  # this image has no annotation of the task: every pixel is invalid
+            else:  # allow_missing_gt: this image has no annotation of the task, every pixel is invalid
                 shape = (3, *size) if task == 'normals' else (1, *size)
                 gt = torch.full(shape, _INVALID[task], device=device,
                                 dtype=torch.float32 if task == 'normals' else torch.long)
@@ -142,10 +184,36 @@ class MultiTaskDenseModel(BaseModel):
         gt = torch.stack(gts)
         return gt if task == 'normals' else gt[:, 0]
 
+    def _check_batch_tasks(self, samples: List[MultiTaskDataSample]) -> None:
+        """Every sample must carry ground truth of every task of the model.
+
+        A task without ground truth would get a loss of 0 and its head would never train, while the run
+        looks normal. (Ignored pixels, e.g. an all-255 parts map of an image without persons, are
+        ground truth: the field is there.)
+        """
+        lacking = [(s, [t for t in self.tasks if f'gt_{t}' not in s]) for s in samples]
+        lacking = [(s, ts) for s, ts in lacking if ts]
+        if not lacking:
+            return
+        missing = [t for t in self.tasks if any(t in ts for _, ts in lacking)]
+        sample = lacking[0][0]
+        has = [t for t in self.tasks if f'gt_{t}' in sample]
+        image = sample.metainfo.get('img_path', '(no img_path)')
+        raise ValueError(
+            f'{type(self).__name__}: the training batch has no ground truth for task(s) {missing} of '
+            f'the model (model tasks {list(self.tasks)}; {len(lacking)} of {len(samples)} images lack '
+            f'them, e.g. {image} with ground truth for {has}, dataset tasks '
+            f'{sample.metainfo.get("tasks", "unknown")}); their losses would be 0 and their heads never '
+            f'train. Set model.tasks to the dataset\'s tasks, or add {missing} to the dataset\'s tasks '
+            f'(train_dataloader.dataset.tasks); if some images legitimately lack a task, set '
+            f'model.allow_missing_gt=True')
+
     def loss(self, inputs: Tensor, data_samples: List[MultiTaskDataSample]) -> Dict[str, Tensor]:
         """``{'loss_<task>': weight_t * L_t}`` for every task of the model (logits upsampled to the input size)."""
         if not data_samples:
             raise ValueError(f'{type(self).__name__}.loss needs data samples with ground truth')
+        if not self.allow_missing_gt:
+            self._check_batch_tasks(data_samples)
         size = inputs.shape[-2:]
         logits = self._forward(inputs)
         losses = OrderedDict()

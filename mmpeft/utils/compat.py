@@ -1,19 +1,29 @@
 """Fixes for the pinned stack (torch 2.13, mmengine 0.10.7), applied once on ``import mmpeft``.
 
-1. ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, but mmengine 0.10.7 loads its own
-   checkpoints (which pickle ``HistoryBuffer``, numpy scalars, config strings ...) with a plain
-   ``torch.load``: ``resume=True`` and ``load_from`` fail. mmengine's checkpoint module and its hub
-   helper get a ``torch`` whose ``load`` defaults to ``weights_only=False`` (the behaviour those
-   releases were written for). Only these two modules are touched; ``torch.load`` itself is not.
-   As before torch 2.6, load checkpoints only from sources you trust.
+1. ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, and mmengine 0.10.7 loads its own
+   checkpoints (which pickle ``HistoryBuffer``, numpy arrays / scalars ...) with a plain ``torch.load``:
+   ``resume=True`` and ``load_from`` fail. mmengine's checkpoint module and its hub helper get a
+   ``torch`` whose ``load`` is :func:`mmpeft.utils.checkpoint_io.load_checkpoint_file`: still
+   ``weights_only=True`` (a checkpoint cannot run code), with exactly the types mmengine checkpoints
+   hold allow-listed for that load; a refused type, an empty, truncated or non-checkpoint file is an
+   error naming the file and the fix. Only these two modules are touched; ``torch.load`` itself is
+   not. **Opt-out** for files you trust: environment variable ``MMPEFT_TRUSTED_CHECKPOINTS=1``
+   (``tools/train.py`` / ``tools/test.py`` ``--trust-checkpoints``) loads with ``weights_only=False``.
 2. mmengine's local file backend writes checkpoints in place, so an interrupted save leaves a
    truncated file where the last good checkpoint was. ``LocalBackend.put`` / ``put_text`` now write a
-   temporary file in the same folder and ``os.replace`` it (atomic on POSIX).
+   temporary file in the same folder and ``os.replace`` it (atomic on POSIX); so does the
+   ``CheckpointHook``'s write of ``work_dir/last_checkpoint`` (a plain ``open`` there).
+   ``resume=True`` asks :func:`mmpeft.utils.work_dir.find_resume_checkpoint` instead of mmengine's
+   ``find_latest_checkpoint``: a file named by ``last_checkpoint`` in a copied work dir is taken from
+   the current folder, and an empty record or a missing / truncated file falls back to the newest
+   complete checkpoint (logged).
 3. Delta (trainable-only) checkpoints written by :class:`mmpeft.hooks.DeltaCheckpointHook` are
    expanded to full checkpoints (base weights + delta) wherever mmengine loads a checkpoint
    (``load_from``, ``resume``, ``init_cfg=dict(type='Pretrained')``, ``tools/test.py``), see
    :func:`mmpeft.utils.delta.expand_delta_checkpoint`. The runner loads an expanded delta strictly:
    a delta lands only on the model it was trained with (missing / unexpected keys are named).
+   ``tools/test.py`` loads every checkpoint strictly (see
+   :func:`mmpeft.utils.checkpoint_io.strict_model_loading`), unless ``--non-strict`` is given.
 4. mmengine's default optimizer constructor hands *all* parameters to the optimizer unless
    ``paramwise_cfg`` is set, and with it logs one warning per frozen parameter. Frozen parameters
    (``requires_grad=False`` when the optimizer is built) are now left out in both cases, with one
@@ -25,6 +35,7 @@
    ``tools/dist_train.sh`` also runs on CPU-only machines.
 """
 import functools
+import io
 import logging
 import os
 import os.path as osp
@@ -36,8 +47,8 @@ import torch
 _APPLIED = False
 
 
-class _TorchWithLegacyLoad(types.ModuleType):
-    """A stand-in for the ``torch`` module whose ``load`` defaults to ``weights_only=False``."""
+class _TorchWithSafeLoad(types.ModuleType):
+    """A stand-in for the ``torch`` module whose ``load`` is mmpeft's allow-listed loader."""
 
     def __init__(self):
         super().__init__('torch')
@@ -46,9 +57,11 @@ class _TorchWithLegacyLoad(types.ModuleType):
         return getattr(torch, name)
 
     @staticmethod
-    def load(*args, **kwargs):
-        kwargs.setdefault('weights_only', False)
-        return torch.load(*args, **kwargs)
+    def load(f, map_location=None, **kwargs):
+        from .checkpoint_io import load_checkpoint_file
+        if kwargs:
+            raise TypeError(f'mmpeft: unexpected torch.load arguments {sorted(kwargs)} for {f}')
+        return load_checkpoint_file(f, map_location=map_location)
 
 
 def _atomic_write(data, filepath, mode: str, encoding=None) -> None:
@@ -74,7 +87,7 @@ def _atomic_write(data, filepath, mode: str, encoding=None) -> None:
 def _patch_torch_load() -> None:
     from mmengine.runner import checkpoint as ckpt_mod
     from mmengine.utils.dl_utils import hub as hub_mod
-    shim = _TorchWithLegacyLoad()
+    shim = _TorchWithSafeLoad()
     ckpt_mod.torch = shim
     hub_mod.torch = shim
 
@@ -92,9 +105,41 @@ def _patch_atomic_put() -> None:
     LocalBackend.put_text = put_text
 
 
+class _AtomicTextWriter(io.StringIO):
+    """What ``open(path, 'w')`` returns in mmengine's checkpoint hook: written atomically on close."""
+
+    def __init__(self, path, encoding=None):
+        super().__init__()
+        self._path, self._encoding = path, encoding
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            _atomic_write(self.getvalue(), self._path, 'w', encoding=self._encoding)
+        return super().__exit__(exc_type, *exc)
+
+
+def _open_atomic_writes(file, mode='r', *args, **kwargs):
+    if mode in ('w', 'wt') and not args:
+        return _AtomicTextWriter(file, kwargs.get('encoding'))
+    return open(file, mode, *args, **kwargs)
+
+
+def _patch_last_checkpoint() -> None:
+    from mmengine.hooks import checkpoint_hook
+    from mmengine.runner import checkpoint as ckpt_mod
+    from mmengine.runner import runner as runner_mod
+
+    from .work_dir import find_resume_checkpoint
+    # the module's only ``open`` is its write of work_dir/last_checkpoint
+    checkpoint_hook.open = _open_atomic_writes
+    runner_mod.find_latest_checkpoint = find_resume_checkpoint
+    ckpt_mod.find_latest_checkpoint = find_resume_checkpoint
+
+
 def _patch_delta_loading() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
+    from .checkpoint_io import CheckpointMismatchError, strict_loading_source
     from .delta import DELTA_KEY, expand_delta_checkpoint, is_delta_checkpoint
     original = CheckpointLoader.load_checkpoint.__func__
 
@@ -118,7 +163,14 @@ def _patch_delta_loading() -> None:
         meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
         if isinstance(meta, dict) and DELTA_KEY in meta:
             strict = True
-        return original_to_model(model, checkpoint, strict, logger, revise_keys)
+        strict_source = strict_loading_source()
+        if strict_source is None:
+            return original_to_model(model, checkpoint, strict, logger, revise_keys)
+        try:
+            return original_to_model(model, checkpoint, True, logger, revise_keys)
+        except RuntimeError as e:
+            source, fix = strict_source
+            raise CheckpointMismatchError(f'checkpoint {source} does not fit this model: {e}\n{fix}') from None
 
     runner_mod._load_checkpoint_to_model = _load_checkpoint_to_model
 
@@ -194,6 +246,7 @@ def apply() -> None:
         return
     _patch_torch_load()
     _patch_atomic_put()
+    _patch_last_checkpoint()
     _patch_delta_loading()
     _patch_optimizer_constructor()
     _patch_cpu_ddp()

@@ -146,8 +146,8 @@ def test_tensor_mode_and_task_subsets():
     assert list(model(x, mode='tensor', tasks=['normals'])) == ['normals']
 
 
-def test_missing_ground_truth_counts_as_invalid():
-    model = polyhistor_model()
+def test_missing_ground_truth_counts_as_invalid_when_allowed():
+    model = polyhistor_model(allow_missing_gt=True)
     data = model.data_preprocessor(batch(tasks=('semseg', 'sal')), training=True)
     losses = model(**data, mode='loss')
     assert losses['loss_parts'].item() == 0 and losses['loss_normals'].item() == 0

@@ -1,0 +1,178 @@
+"""Loading checkpoint files without running pickled code, and with errors that name the file.
+
+Why: ``torch.load(weights_only=False)`` runs any callable a pickle names, so a checkpoint downloaded
+or shared by someone else could execute code. mmengine 0.10.7 checkpoints hold a few non-tensor
+objects (``HistoryBuffer`` in the message hub, numpy arrays / scalars / dtypes, ``ConfigDict``);
+exactly those are allow-listed for ``weights_only=True`` loading, scoped to each load (torch's
+``safe_globals`` context, so other ``torch.load`` calls are unaffected). Anything else is refused
+with :class:`UnsafeCheckpointError`, naming the type and the file.
+
+Opt-out for files you trust (the pre-torch-2.6 behaviour): set the environment variable
+``MMPEFT_TRUSTED_CHECKPOINTS=1`` (``tools/train.py`` / ``tools/test.py``: ``--trust-checkpoints``), or
+pass ``trusted=True`` to :func:`load_checkpoint_file`.
+
+A file that cannot be read (empty, truncated by an interrupted save, text, random bytes) raises
+:class:`CorruptCheckpointError` saying which file and what is wrong with it, instead of torch's
+``EOFError`` / ``could not find MARK`` without a path.
+"""
+import contextlib
+import os
+import os.path as osp
+import pickle
+import re
+import zipfile
+from contextvars import ContextVar
+from typing import IO, Any, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+TRUSTED_ENV = 'MMPEFT_TRUSTED_CHECKPOINTS'
+_OPT_OUT = (f'If you trust this file, load it with the environment variable {TRUSTED_ENV}=1 '
+            '(tools/train.py and tools/test.py: --trust-checkpoints), which lets the file run code '
+            'while it is loaded')
+_FIX_CORRUPT = ('Delete or replace it: use another checkpoint (e.g. the previous iter_*.pth / '
+                'epoch_*.pth in the same folder), or download / save it again')
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint file could not be loaded; the message names the file and the fix."""
+
+
+class CorruptCheckpointError(CheckpointLoadError):
+    """The file is empty, truncated, corrupt, or not a torch checkpoint."""
+
+
+class UnsafeCheckpointError(CheckpointLoadError):
+    """The file pickles an object that is not on the allow-list (it could run code)."""
+
+
+class CheckpointMismatchError(CheckpointLoadError):
+    """A strictly loaded checkpoint does not fit the model (missing / unexpected keys)."""
+
+
+_HISTORY_BUFFER_STATISTICS = {'min', 'max', 'mean', 'current'}  # HistoryBuffer's built-in ones
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` as mmengine's ``HistoryBuffer`` pickles it: only its statistics methods.
+
+    A ``HistoryBuffer`` pickles its ``_statistics_methods`` (``HistoryBuffer.min`` ...) as
+    ``getattr(HistoryBuffer, 'min')``; an unrestricted ``getattr`` would reach any attribute.
+    """
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS | set(HistoryBuffer._statistics_methods):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'Unsupported global: GLOBAL builtins.getattr({obj!r}, {name!r}) '
+                                 f'was not an allowed global')
+
+
+def _safe_globals() -> List[Any]:
+    from mmengine.config import ConfigDict
+    from mmengine.logging import HistoryBuffer
+    # numpy 2 moved numpy.core to numpy._core: both names map to the installed objects, so a
+    # checkpoint written under either numpy loads under the other
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    allowed: List[Any] = [HistoryBuffer, ConfigDict, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr')]
+    for core in ('numpy.core', 'numpy._core'):
+        allowed += [(multiarray._reconstruct, f'{core}.multiarray._reconstruct'),
+                    (multiarray.scalar, f'{core}.multiarray.scalar')]
+    allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith('DType')]
+    return allowed
+
+
+def trusted_by_default() -> bool:
+    """Whether the ``MMPEFT_TRUSTED_CHECKPOINTS`` opt-out is set."""
+    return os.environ.get(TRUSTED_ENV, '').strip().lower() in ('1', 'true', 'yes')
+
+
+def checkpoint_file_problem(path: str) -> Optional[str]:
+    """What is wrong with the file at ``path`` (cheap checks, nothing unpickled), or None.
+
+    Used to explain a failed load and to pick a complete checkpoint when resuming.
+    """
+    if not osp.isfile(path):
+        return 'does not exist'
+    if osp.getsize(path) == 0:
+        return 'is empty (0 bytes): it was probably being written when the process was killed'
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if head.startswith(b'PK\x03\x04'):
+        try:
+            with zipfile.ZipFile(path) as z:
+                z.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            return (f'is truncated or corrupt ({osp.getsize(path)} bytes, the zip archive torch writes '
+                    f'is incomplete: {e}); an interrupted save or copy leaves such a file')
+        return None
+    if head[:1] == b'\x80':  # a pickle (torch's legacy format): only a full load can tell
+        return None
+    return (f'is not a torch checkpoint (it starts with {head!r}, neither a zip archive nor a '
+            'pickle): e.g. an HTML error page, a text file or another format saved under this name')
+
+
+def _refused_global(message: str) -> Optional[str]:
+    m = re.search(r'GLOBAL ([\w.]+(?:\([^)]*\))?)', message)
+    return m.group(1) if m else None
+
+
+def load_checkpoint_file(file: Union[str, os.PathLike, IO[bytes]], map_location: Any = 'cpu',
+                         trusted: Optional[bool] = None) -> Any:
+    """``torch.load`` a checkpoint without running pickled code; errors name the file and the fix.
+
+    Args:
+        file: path (or an open binary file, e.g. a downloaded buffer).
+        map_location: as for :func:`torch.load`.
+        trusted: load with ``weights_only=False`` (any pickle); None: the ``MMPEFT_TRUSTED_CHECKPOINTS``
+            environment variable decides.
+    """
+    is_path = isinstance(file, (str, os.PathLike))
+    name = osp.expanduser(os.fspath(file)) if is_path else getattr(file, 'name', '<checkpoint stream>')
+    if is_path and not osp.isfile(name):
+        raise FileNotFoundError(f'checkpoint file {name} does not exist: check the path (load_from, '
+                                f'resume, init_cfg checkpoint or the command line)')
+    if trusted is None:
+        trusted = trusted_by_default()
+    if trusted:
+        return torch.load(name if is_path else file, map_location=map_location, weights_only=False)
+    problem = checkpoint_file_problem(name) if is_path else None
+    if problem is not None:
+        raise CorruptCheckpointError(f'checkpoint file {name} {problem}. {_FIX_CORRUPT}')
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(name if is_path else file, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for the same causes; sort them here
+        msg = str(e)
+        refused = _refused_global(msg) if 'GLOBAL' in msg else None
+        if refused is not None:
+            raise UnsafeCheckpointError(
+                f'refused to load checkpoint file {name}: it pickles {refused}, which is not one of the '
+                f'types mmengine checkpoints hold, so loading it could run code. {_OPT_OUT}') from None
+        raise CorruptCheckpointError(f'checkpoint file {name} could not be read, it is truncated or '
+                                     f'corrupt ({type(e).__name__}: {msg.splitlines()[0] if msg else ""}). '
+                                     f'{_FIX_CORRUPT}') from e
+
+
+# ---- strict loading of a model checkpoint (tools/test.py) ----
+
+_STRICT_SOURCE: ContextVar[Optional[Tuple[str, str]]] = ContextVar('mmpeft_strict_source', default=None)
+
+
+@contextlib.contextmanager
+def strict_model_loading(source: str, fix: str) -> Iterator[None]:
+    """Within the block, the runner loads checkpoints into the model strictly.
+
+    mmengine's ``load_from`` is ``strict=False``: a checkpoint of another model loads half and the
+    rest stays at its initial values, silently. ``source`` names the checkpoint and ``fix`` says how
+    to opt out, both for the error message.
+    """
+    token = _STRICT_SOURCE.set((source, fix))
+    try:
+        yield
+    finally:
+        _STRICT_SOURCE.reset(token)
+
+
+def strict_loading_source() -> Optional[Tuple[str, str]]:
+    """``(source, fix)`` inside :func:`strict_model_loading`, else None."""
+    return _STRICT_SOURCE.get()
