@@ -5,8 +5,10 @@
 
 mmpeft is imported first, so its classes and compatibility fixes are in place even when a config
 lacks ``custom_imports``. The work dir is locked for the run (a second training there stops at once),
-temporary files of an interrupted save are removed, and ``ExactResumeHook`` is added when the config
-lacks it, so ``--resume`` continues exactly where the interrupted run was.
+temporary files of an interrupted save are removed, and two hooks are added when the config lacks
+them: ``ExactResumeHook`` (``--resume`` continues exactly where the interrupted run was) and
+``FiniteCheckHook`` (a NaN / Inf loss stops the run naming the iteration and the loss terms, and no
+checkpoint with non-finite weights is written).
 """
 import argparse
 import os
@@ -17,7 +19,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmpeft.hooks import ExactResumeHook
+from mmpeft.hooks import ExactResumeHook, FiniteCheckHook
 from mmpeft.utils.checkpoint_io import TRUSTED_ENV
 from mmpeft.utils.runner_cfg import load_runner_config
 from mmpeft.utils.work_dir import clean_stale_temporary_files, lock_work_dir
@@ -59,9 +61,11 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.load_from = args.resume
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    hooks = cfg.get('custom_hooks') or []
-    if not any(h.get('type') in ('ExactResumeHook', ExactResumeHook) for h in hooks):
-        cfg.custom_hooks = list(hooks) + [dict(type='ExactResumeHook')]
+    hooks = list(cfg.get('custom_hooks') or [])
+    for default in (ExactResumeHook, FiniteCheckHook):
+        if not any(h.get('type') in (default.__name__, default) for h in hooks):
+            hooks.append(dict(type=default.__name__))
+    cfg.custom_hooks = hooks
     return cfg
 
 

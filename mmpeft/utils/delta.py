@@ -22,13 +22,14 @@ import hashlib
 import logging
 import os
 import os.path as osp
-import pickle
 import shlex
 from collections import OrderedDict
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
+
+from .checkpoint_io import load_checkpoint_file
 
 DELTA_KEY = 'mmpeft_delta'
 DELTA_VERSION = 2
@@ -173,16 +174,9 @@ def base_candidates(meta: Mapping, delta_path: Optional[str]) -> List[str]:
 
 
 def load_base_file(path: str) -> dict:
-    """Load a base-weights file weights-only: it holds tensors and a small meta dict, so nothing
-    in it needs (or may) run code when unpickled."""
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise pickle.UnpicklingError(
-            f'base weights {path} hold more than tensors and plain meta, so they are not loaded '
-            f'(a base is read weights-only). If you trust the file, keep only its weights: '
-            f'torch.save(dict(state_dict=torch.load(PATH, weights_only=False)["state_dict"]), '
-            f'NEW_PATH) and use NEW_PATH as the base. Refused: {e}') from e
+    """Load a base-weights file with mmpeft's safe loader (no pickled code runs; an empty,
+    truncated or unsafe file is an error naming it and the fix)."""
+    return load_checkpoint_file(path)
 
 
 def load_base_for_delta(meta: Mapping, delta_path: Optional[str] = None,

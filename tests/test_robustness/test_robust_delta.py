@@ -210,13 +210,13 @@ class _NotATensor:
 
 
 def test_base_holding_objects_is_refused_naming_the_file(copied_then_retrained, tmp_path):
-    import pickle
     s = copied_then_retrained
     from tools_import import merge_delta
     base = torch.load(osp.join(s['wb'], 'base_weights.pth'), weights_only=True)
     base['meta']['extra'] = _NotATensor()
     path = tmp_path / 'base_with_object.pth'
     torch.save(base, path)
-    with pytest.raises(pickle.UnpicklingError) as e:
+    from mmpeft.utils.checkpoint_io import TRUSTED_ENV, UnsafeCheckpointError
+    with pytest.raises(UnsafeCheckpointError) as e:
         merge_delta.merge(osp.join(s['wb'], 'iter_2.pth'), str(tmp_path / 'o.pth'), base=str(path))
-    assert str(path) in str(e.value) and 'weights_only=False' in str(e.value)
+    assert str(path) in str(e.value) and '_NotATensor' in str(e.value) and TRUSTED_ENV in str(e.value)

@@ -15,10 +15,10 @@ import argparse
 import os.path as osp
 from typing import List, Optional
 
-import mmpeft  # noqa: F401  (atomic saving, legacy torch.load for mmengine checkpoints)
-import torch
+import mmpeft  # noqa: F401  (atomic saving, safe loading of mmengine checkpoints)
 from mmengine.runner.checkpoint import save_checkpoint
 
+from mmpeft.utils.checkpoint_io import load_checkpoint_file
 from mmpeft.utils.delta import DELTA_KEY, expand_delta_checkpoint, is_delta_checkpoint
 
 
@@ -45,7 +45,7 @@ def merge(delta_path: str, out_path: str, base: Optional[str] = None,
     if base is not None:
         _refuse_overwrite(out_path, base, 'base weights', delta_path)
     # an mmengine training checkpoint (HistoryBuffer, numpy scalars ...): not weights-only loadable
-    delta = torch.load(delta_path, map_location='cpu', weights_only=False)
+    delta = load_checkpoint_file(delta_path)
     if not is_delta_checkpoint(delta):
         raise ValueError(f'{delta_path} is not an mmpeft delta checkpoint (no meta["{DELTA_KEY}"])')
     full = expand_delta_checkpoint(delta, delta_path=delta_path, base=base)

@@ -15,7 +15,7 @@ import copy
 import os.path as osp
 from typing import Any, List, Optional
 
-import mmpeft  # noqa: F401  (registers mmpeft classes; legacy torch.load for mmengine checkpoints)
+import mmpeft  # noqa: F401  (registers mmpeft classes; safe loading of mmengine checkpoints)
 import torch.nn as nn
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope

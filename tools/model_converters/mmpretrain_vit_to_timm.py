@@ -16,6 +16,8 @@ import os.path as osp
 
 import torch
 
+from mmpeft.utils.checkpoint_io import load_checkpoint_file
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,7 +31,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     from mmpeft.backbones.vit_checkpoint import to_timm_state
-    ckpt = torch.load(args.src, map_location='cpu', weights_only=False)
+    ckpt = load_checkpoint_file(args.src)
     state, layout, dropped = to_timm_state(ckpt, args.layout, args.src)
     if layout not in ('mmpretrain', 'mmseg'):
         raise SystemExit(f'{args.src} is already in {layout} layout; nothing to convert')
