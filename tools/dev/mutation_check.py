@@ -98,9 +98,13 @@ MUTANTS: List[Mutant] = [
       ['tests/test_robustness/test_robust_delta.py'], 'a delta expands onto the wrong base'),
     # ---- models/
     M('loss-weights-missing-task-zero', 'mmpeft/models/multitask_dense_model.py',
-      'float(loss_weights.get(t, 1.0))', 'float(loss_weights.get(t, 0.0))', ['tests/test_models'],
+      'float(loss_weights.get(t, 1.0))', 'float(loss_weights.get(t, 0.0))',
+      ['tests/test_models/test_loss_weights_partial.py', 'tests/test_models/test_multitask_dense_model.py'],
       'a task silently stops training'),
     # ---- hooks/
+    M('freeze-hook-frozen-eval-skipped', 'mmpeft/hooks/peft_freeze_hook.py',
+      '                self._handle = keep_in_eval(model, names)', '                pass',
+      ['tests/test_hooks/test_freeze_hook_frozen_eval.py'], 'frozen dropout / norms train'),
     M('trainable-hook-optimizer-check-removed', 'mmpeft/hooks/trainable_params_hook.py',
       '            if frozen_held:', '            if False:',
       ['tests/test_hooks', 'tests/test_robustness/test_robust_freeze_hook.py']),
