@@ -108,6 +108,25 @@ MUTANTS: List[Mutant] = [
     M('trainable-hook-optimizer-check-removed', 'mmpeft/hooks/trainable_params_hook.py',
       '            if frozen_held:', '            if False:',
       ['tests/test_hooks', 'tests/test_robustness/test_robust_freeze_hook.py']),
+    # ---- issue #9: no silent failure
+    M('safe-load-runs-pickles', 'mmpeft/utils/checkpoint_io.py',
+      'return torch.load(name if is_path else file, map_location=map_location, weights_only=True)',
+      'return torch.load(name if is_path else file, map_location=map_location, weights_only=False)',
+      ['tests/test_robustness/test_robust_checkpoint_io.py'], 'a malicious checkpoint runs code'),
+    M('work-dir-lock-not-exclusive', 'mmpeft/utils/work_dir.py',
+      'fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)', 'pass',
+      ['tests/test_robustness/test_robust_resume.py'], 'two trainings interleave checkpoints'),
+    M('resume-rng-not-restored', 'mmpeft/hooks/exact_resume_hook.py',
+      '''            set_rng_state(self._state)
+            self._state = None''', '''            self._state = None''',
+      ['tests/test_robustness/test_robust_resume.py'], 'resume differs from an uninterrupted run'),
+    M('nonfinite-weights-saved', 'mmpeft/hooks/finite_check_hook.py',
+      'if isinstance(v, torch.Tensor) and v.is_floating_point() and _non_finite(v)]',
+      'if False]', ['tests/test_robustness/test_robust_training_guards.py'],
+      'a checkpoint with NaN weights is written'),
+    M('missing-task-trains-on', 'mmpeft/models/multitask_dense_model.py',
+      '            self._check_batch_tasks(data_samples)', '            pass',
+      ['tests/test_robustness/test_robust_model_inputs.py'], 'a task missing from the data logs 0.0'),
 ]
 
 
