@@ -1,6 +1,13 @@
-"""The multi-task configs: each parses and builds; trainable-parameter counts of the full-size Swin-T
-models against the Polyhistor paper (Tables 1, 2, 5, 6); a shrunken end-to-end train + val run."""
+"""The multi-task configs: each parses and builds; our pinned trainable-parameter counts of the
+full-size Swin-T models beside the Polyhistor paper (Tables 1, 2, 5, 6); a shrunken end-to-end train +
+val run.
+
+The authoritative count check is exact: tests/test_configs/test_pinned_param_counts.py builds every
+config (and the ablation variants below) and compares with configs/param_counts.json to the parameter.
+Here the pinned numbers are compared with the paper within a documented band, so a re-pin that moves a
+count away from the paper fails too."""
 import glob
+import json
 import os.path as osp
 
 import pytest
@@ -10,65 +17,55 @@ from mmengine.registry import init_default_scope
 
 import mmpeft  # noqa: F401
 from mmpeft.registry import MODELS
-from mmpeft.utils.param_count import count_params
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'polyhistor', '*.py'))
                  + glob.glob(osp.join(ROOT, 'configs', 'hyperformer', '*.py')))
-T_POLY = osp.join(ROOT, 'configs', 'polyhistor', 'polyhistor_swin-t_pascal-context-mt-512x512.py')
-T_LITE = osp.join(ROOT, 'configs', 'polyhistor', 'polyhistor-lite_swin-t_pascal-context-mt-512x512.py')
-T_HYPER = osp.join(ROOT, 'configs', 'hyperformer', 'hyperformer_swin-t_pascal-context-mt-512x512.py')
-T_DEC = osp.join(ROOT, 'configs', 'polyhistor', 'decoders-only_swin-t_pascal-context-mt-512x512.py')
-T_MTFT = osp.join(ROOT, 'configs', 'polyhistor', 'mt-full-ft_swin-t_pascal-context-mt-512x512.py')
-T_ST = osp.join(ROOT, 'configs', 'polyhistor', 'st-full-ft-{}_swin-t_pascal-context-mt-512x512.py')
+T_POLY = 'configs/polyhistor/polyhistor_swin-t_pascal-context-mt-512x512.py'
+T_LITE = 'configs/polyhistor/polyhistor-lite_swin-t_pascal-context-mt-512x512.py'
+T_HYPER = 'configs/hyperformer/hyperformer_swin-t_pascal-context-mt-512x512.py'
+T_DEC = 'configs/polyhistor/decoders-only_swin-t_pascal-context-mt-512x512.py'
+T_MTFT = 'configs/polyhistor/mt-full-ft_swin-t_pascal-context-mt-512x512.py'
+T_ST = 'configs/polyhistor/st-full-ft-{}_swin-t_pascal-context-mt-512x512.py'
+TASKS = ('semseg', 'parts', 'sal', 'normals')
 
-# (config, backbone overrides, paper Encoder / All in M, tolerance): Tables 1, 2, 5, 6
+with open(osp.join(ROOT, 'configs', 'param_counts.json')) as f:
+    PINNED = json.load(f)['counts']
+
+# (name, pinned key: config [--cfg-options], paper Encoder / All in M, band): Tables 1, 2, 5, 6. The
+# bands document how far unstated details (e.g. hyper-network biases, see the methods' docstrings)
+# take our exact counts from the paper's.
 PAPER_ROWS = [
-    ('polyhistor r=n/4 (default)', T_POLY, {}, (6.41, 8.96), 0.05),
-    ('hyperformer rho=8 (default)', T_HYPER, {}, (72.77, 75.32), 0.05),
-    ('polyhistor-lite k=64 (default)', T_LITE, {}, (0.41, 2.96), 0.10),
-    ('polyhistor-lite k=32', T_LITE, dict(embed_dims_task=32), (0.29, 2.84), 0.10),
-    ('polyhistor-lite k=16', T_LITE, dict(embed_dims_task=16), (0.23, 2.78), 0.10),
-    ('polyhistor r=1', T_POLY, dict(rank=1), (2.38, 4.93), 0.08),
-    ('polyhistor r=n/8', T_POLY, dict(rank='n/8'), (4.08, 6.63), 0.08),
-    ('polyhistor r=n/2', T_POLY, dict(rank='n/2'), (11.08, 13.63), 0.08),
-    ('hyperformer rho=16', T_HYPER, dict(reduction_ratio=16), (37.69, 40.24), 0.08),
-    ('hyperformer rho=32', T_HYPER, dict(reduction_ratio=32), (20.15, 22.70), 0.08),
-    ('multi-task full fine-tuning', T_MTFT, None, (27.51, 30.06), 0.08),
+    ('polyhistor r=n/4 (default)', T_POLY, (6.41, 8.96), 0.05),
+    ('hyperformer rho=8 (default)', T_HYPER, (72.77, 75.32), 0.05),
+    ('polyhistor-lite k=64 (default)', T_LITE, (0.41, 2.96), 0.10),
+    ('polyhistor-lite k=32', f'{T_LITE} model.backbone.embed_dims_task=32', (0.29, 2.84), 0.10),
+    ('polyhistor-lite k=16', f'{T_LITE} model.backbone.embed_dims_task=16', (0.23, 2.78), 0.10),
+    ('polyhistor r=1', f'{T_POLY} model.backbone.rank=1', (2.38, 4.93), 0.08),
+    ('polyhistor r=n/8', f'{T_POLY} model.backbone.rank=n/8', (4.08, 6.63), 0.08),
+    ('polyhistor r=n/2', f'{T_POLY} model.backbone.rank=n/2', (11.08, 13.63), 0.08),
+    ('hyperformer rho=16', f'{T_HYPER} model.backbone.reduction_ratio=16', (37.69, 40.24), 0.08),
+    ('hyperformer rho=32', f'{T_HYPER} model.backbone.reduction_ratio=32', (20.15, 22.70), 0.08),
+    ('multi-task full fine-tuning', T_MTFT, (27.51, 30.06), 0.01),
+    ('decoders only', T_DEC, (0.0, 2.55), 0.01),
+    ('single-task full fine-tuning (4 models)', tuple(T_ST.format(t) for t in TASKS), (110.07, 112.62), 0.01),
 ]
 
 
-def build_from(path, backbone_overrides=None):
-    init_default_scope('mmseg')
-    cfg = Config.fromfile(path)
-    if backbone_overrides:
-        cfg.model.backbone.update(backbone_overrides)
-    torch.manual_seed(0)
-    return cfg, MODELS.build(cfg.model)
+@pytest.mark.parametrize('name,keys,paper,band', PAPER_ROWS, ids=[r[0] for r in PAPER_ROWS])
+def test_pinned_counts_beside_the_paper(name, keys, paper, band):
+    keys = (keys,) if isinstance(keys, str) else keys
+    enc = sum(PINNED[k]['Encoder']['trainable'] for k in keys) / 1e6
+    total = sum(PINNED[k]['All']['trainable'] for k in keys) / 1e6
+    assert enc == pytest.approx(paper[0], rel=band, abs=0.005), f'{name}: encoder {enc:.3f}M vs paper {paper[0]}M'
+    assert total == pytest.approx(paper[1], rel=band), f'{name}: all {total:.3f}M vs paper {paper[1]}M'
 
 
-@pytest.mark.parametrize('name,path,overrides,paper,tol', PAPER_ROWS, ids=[r[0] for r in PAPER_ROWS])
-def test_trainable_parameters_match_the_paper(name, path, overrides, paper, tol):
-    _, model = build_from(path, overrides)
-    counts = count_params(model)
-    enc, total = counts['Encoder']['trainable'] / 1e6, counts['All']['trainable'] / 1e6
-    assert abs(enc / paper[0] - 1) <= tol, f'{name}: encoder {enc:.3f}M vs paper {paper[0]}M'
-    assert abs(total / paper[1] - 1) <= tol, f'{name}: all {total:.3f}M vs paper {paper[1]}M'
-
-
-def test_decoder_and_single_task_rows():
-    _, model = build_from(T_DEC)
-    counts = count_params(model)
-    assert counts['Encoder']['trainable'] == 0
-    assert counts['All']['trainable'] / 1e6 == pytest.approx(2.55, rel=0.01)  # Table 1, decoders only
-    # Table 1's single-task full fine-tuning row counts the four single-task models together
-    enc = total = 0
-    for task in ('semseg', 'parts', 'sal', 'normals'):
-        _, m = build_from(T_ST.format(task))
-        assert list(m.decode_heads) == [task]
-        c = count_params(m)
-        enc, total = enc + c['Encoder']['trainable'], total + c['All']['trainable']
-    assert enc / 1e6 == pytest.approx(110.07, rel=0.01) and total / 1e6 == pytest.approx(112.62, rel=0.01)
+def test_single_task_configs_have_one_task():
+    """Table 1's single-task row adds four single-task models: each config trains one task (its one
+    head is checked when test_every_config_parses_and_builds runs it)."""
+    for task in TASKS:
+        assert list(Config.fromfile(osp.join(ROOT, T_ST.format(task))).model.tasks) == [task]
 
 
 def shrink(cfg, data_root=None):
@@ -111,7 +108,8 @@ def pascal_root(tmp_path_factory):
                                         num_train=4, num_val=2, size=(48, 64), seed=0)
 
 
-@pytest.mark.parametrize('path', [T_LITE, T_ST.format('sal')], ids=['polyhistor-lite', 'single-task-sal'])
+@pytest.mark.parametrize('path', [osp.join(ROOT, T_LITE), osp.join(ROOT, T_ST.format('sal'))],
+                         ids=['polyhistor-lite', 'single-task-sal'])
 def test_shrunken_config_trains_and_evaluates(path, pascal_root, tmp_path):
     from mmengine.runner import Runner
     cfg = shrink(Config.fromfile(path), pascal_root)
