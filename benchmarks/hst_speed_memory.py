@@ -37,6 +37,7 @@ operators of each model at the last batch size. Defaults are sized for a few min
     python benchmarks/hst_speed_memory.py --threads 2                          # ViT-B, train 192^2 x 2
     python benchmarks/hst_speed_memory.py --skip-train --infer-size 224 --infer-batches 1 32
     python benchmarks/hst_speed_memory.py --vit-depth 4 --size 128 --infer-size 128 --infer-batches 1 8
+    python benchmarks/hst_speed_memory.py --toy   # a smoke run: 4 layers, 64x64, HST vs full-ft, 1 step
 """
 import argparse
 import copy
@@ -57,6 +58,9 @@ TRAIN_CONFIGS = {
     'linear-probe': 'mask-rcnn_vit-b_linear-probe_1x_coco.py',
 }
 INFER_SCOPES = ('neck', 'backbone', 'classifier')
+# what --toy sets (explicit flags still win): every part of the script once, at the smallest sizes
+TOY = dict(vit_depth=4, size=[64], batch=1, steps=1, warmup=1, infer_size=[64], infer_batches=[1],
+           infer_iters=1, modes=['hst', 'full-ft'])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -81,8 +85,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--skip-train', action='store_true')
     p.add_argument('--skip-infer', action='store_true')
     p.add_argument('--json', default=None, help='also write all results to this file')
+    p.add_argument('--toy', action='store_true',
+                   help=f'tiny sizes for a smoke run: {", ".join(f"{k}={v}" for k, v in TOY.items())}')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.toy:
+        p.set_defaults(**TOY)
+        args = p.parse_args(argv)
     for name in ('size', 'infer_size'):
         v = getattr(args, name)
         if len(v) not in (1, 2):

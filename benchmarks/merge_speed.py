@@ -2,6 +2,7 @@
 
     python benchmarks/merge_speed.py [--model vit_small_patch16_224] [--batch 4] [--img 224]
                                      [--repeats 10] [--methods LoRA SSF] [--threads N]
+    python benchmarks/merge_speed.py --toy   # seconds: a 2-layer ViT-Ti on 32x32, a smoke run
 
 For each method the same timm ViT (random init, eval mode, no autograd) is timed as: the plain
 backbone, the backbone with the method injected (unmerged: extra hooks and branch matmuls), and after
@@ -16,18 +17,18 @@ import copy
 import random
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-import mmpeft  # noqa: F401  (registers the methods)
-from mmpeft.backbones import PEFTBackbone
-from mmpeft.registry import MODELS
+# what --toy sets (explicit flags still win): a smoke run of the whole script in seconds
+TOY = dict(model='vit_tiny_patch16_224', depth=2, img=32, batch=1, repeats=2, warmup=1)
 
 
-def timm_vit(model: str, img: int) -> dict:
-    return dict(type='mmpretrain.TIMMBackbone', model_name=model, features_only=False, img_size=img)
+def timm_vit(model: str, img: int, depth: Optional[int] = None) -> dict:
+    cfg = dict(type='mmpretrain.TIMMBackbone', model_name=model, features_only=False, img_size=img)
+    return cfg if depth is None else dict(cfg, depth=depth)
 
 
 def time_round_robin(fns: Dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: int = 2,
@@ -49,20 +50,35 @@ def time_round_robin(fns: Dict[str, Callable[[], torch.Tensor]], repeats: int, w
     return {k: (statistics.median(v), min(v)) for k, v in times.items()}
 
 
-def main() -> None:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', default='vit_small_patch16_224')
+    p.add_argument('--depth', type=int, default=None, help="ViT layers (default: the model's own)")
     p.add_argument('--img', type=int, default=224)
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--repeats', type=int, default=10)
+    p.add_argument('--warmup', type=int, default=2, help='untimed rounds first')
     p.add_argument('--methods', nargs='+', default=['LoRA', 'SSF'])
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    args = p.parse_args()
+    p.add_argument('--toy', action='store_true',
+                   help=f'tiny sizes for a smoke run: {", ".join(f"{k}={v}" for k, v in TOY.items())}')
+    args = p.parse_args(argv)
+    if args.toy:
+        p.set_defaults(**TOY)
+        args = p.parse_args(argv)
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    import mmpeft  # noqa: F401  (registers the methods; after parsing, so --help is instant)
+    from mmpeft.backbones import PEFTBackbone
+    from mmpeft.registry import MODELS
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = timm_vit(args.model, args.img)
+    cfg = timm_vit(args.model, args.img, args.depth)
     x = torch.randn(args.batch, 3, args.img, args.img, device=args.device)
 
     base = MODELS.build(cfg).to(args.device)
@@ -88,7 +104,7 @@ def main() -> None:
     fns = {k: (lambda m=m: m(x)) for k, m in variants.items()}
     sync = torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None)
     with torch.no_grad():
-        med = time_round_robin(fns, args.repeats, sync=sync)
+        med = time_round_robin(fns, args.repeats, args.warmup, sync=sync)
     where = args.device if args.device != 'cpu' else f'cpu, {torch.get_num_threads()} threads'
     print(f'\n{args.model}, batch {args.batch}, {args.img}x{args.img}, {where}, '
           f'{args.repeats} rounds of one forward per variant (shuffled)')

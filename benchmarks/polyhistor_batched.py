@@ -23,6 +23,7 @@ gains in efficiency (fewer, larger kernels; on a GPU, better occupancy at small 
 Example (the issue's setting; a short run: ``--size 256 --iters 2``)::
 
     python benchmarks/polyhistor_batched.py --batch-size 2 --size 512 --iters 3
+    python benchmarks/polyhistor_batched.py --toy   # seconds: the demo's tiny model, 64x64, a smoke run
 """
 import argparse
 import json
@@ -39,6 +40,9 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'polyhistor', 'polyhistor_swin-t_pascal-context-mt-512x512.py')
+# what --toy sets (explicit flags still win): a smoke run of the whole script in seconds
+TOY = dict(config=osp.join(ROOT, 'configs', 'demo', 'polyhistor-lite_swin-tiny_synthetic-mt-64x64.py'),
+           batch_size=1, size=64, iters=1, warmup=0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,8 +60,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep glibc's default of returning every freed block > 32 MiB to the system (CPU); "
                         'by default malloc keeps freed memory, as jemalloc / tcmalloc setups do')
     p.add_argument('--json', help='also write the results to this file')
+    p.add_argument('--toy', action='store_true',
+                   help='tiny sizes for a smoke run: ' + ', '.join(
+                       f'{k}={osp.relpath(v, ROOT) if k == "config" else v}' for k, v in TOY.items()))
     p.add_argument('--memory-only', choices=('batched', 'sequential'), help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.toy:
+        p.set_defaults(**TOY)
+        args = p.parse_args(argv)
+    return args
 
 
 def keep_freed_memory() -> bool:

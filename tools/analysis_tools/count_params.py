@@ -83,7 +83,8 @@ def folder_table(folder: str, recursive: bool = False, device: Optional[str] = N
         try:
             c = model_counts(config, device=device)
         except Exception as e:  # one broken config must not hide the others' counts
-            rows.append((osp.relpath(config, folder), 'error', 'error', f'{type(e).__name__}: {e}'[:80]))
+            msg = ' '.join(f'{type(e).__name__}: {e}'.split()).replace('|', '\\|')  # one table cell
+            rows.append((osp.relpath(config, folder), 'error', 'error', msg))
             continue
         enc = c.get('Encoder', dict(trainable=0, total=0))
         rows.append((osp.relpath(config, folder), millions(enc['trainable']),
