@@ -16,6 +16,7 @@ import os.path as osp
 
 import mmpeft  # noqa: F401  (registers classes, applies fixes)
 from mmengine.config import Config, DictAction
+from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -48,6 +49,10 @@ def parse_args() -> argparse.Namespace:
 
 def build_cfg(args: argparse.Namespace) -> Config:
     cfg = load_runner_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    if args.amp and get_device() == 'cpu':
+        # mmengine's AmpOptimWrapper would fail later with a bare assertion
+        raise RuntimeError('--amp (mixed precision through torch.cuda.amp) needs a GPU (CUDA, NPU, MLU or '
+                           'MUSA device) and this machine has none: drop --amp to train in float32')
     if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
