@@ -127,6 +127,11 @@ MUTANTS: List[Mutant] = [
     M('missing-task-trains-on', 'mmpeft/models/multitask_dense_model.py',
       '            self._check_batch_tasks(data_samples)', '            pass',
       ['tests/test_robustness/test_robust_model_inputs.py'], 'a task missing from the data logs 0.0'),
+    # ---- tools/
+    M('train-resume-ignores-ckpt', 'tools/train.py', '        cfg.load_from = args.resume',
+      '        cfg.load_from = None', ['tests/test_tools/test_train_cli.py']),
+    M('train-cfg-options-ignored', 'mmpeft/utils/runner_cfg.py', '        cfg.merge_from_dict(cfg_options)',
+      '        pass', ['tests/test_tools/test_train_cli.py']),
 ]
 
 
