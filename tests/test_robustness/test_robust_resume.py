@@ -2,12 +2,12 @@
 continuation, and kill -9 during saves."""
 import glob
 import importlib.util
-import multiprocessing
 import os
 import os.path as osp
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -23,7 +23,7 @@ from mmpeft_testing import ROOT, tiny_seg_cfg
 
 
 def _tool(name: str):
-    """tools/<name>.py as a module (run in this process, or in a forked child: no import time)."""
+    """tools/<name>.py as a module, run in this process."""
     spec = importlib.util.spec_from_file_location(f'mmpeft_tools_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -155,10 +155,10 @@ def test_resume_is_bit_identical(make_seg_cfg, tmp_path):
         assert not differ, f'delta={delta}: {len(differ)} tensors differ, e.g. {differ[:3]}'
 
 
-def _wait_for(predicate, proc, timeout: float = 120.0, poll: float = 0.005) -> None:
+def _wait_for(predicate, proc, timeout: float = 240.0, poll: float = 0.005) -> None:
     end = time.time() + timeout
     while not predicate():
-        assert proc.is_alive(), f'training ended early (exit {proc.exitcode})'
+        assert proc.poll() is None, f'training ended early (exit {proc.returncode})'
         assert time.time() < end, 'timed out waiting for the training'
         time.sleep(poll)
 
@@ -168,11 +168,16 @@ def _save_files(work: str) -> set:
     return set(glob.glob(osp.join(work, 'iter_*.pth')) + glob.glob(osp.join(work, '.iter_*.tmp')))
 
 
-def _train_main(argv, log_path: str) -> None:
-    """The body of a training child process: tools/train.py's main, output to a log file."""
-    sys.stdout = sys.stderr = open(log_path, 'a', buffering=1)
-    sys.argv = ['train.py'] + argv
-    _tool('train').main()
+def _start_training(argv, log_path: str) -> subprocess.Popen:
+    """``python tools/train.py ARGV`` as a user starts it, output to a log file.
+
+    A new process, not a fork of this one: a forked child of a process whose OpenMP threads have
+    run can deadlock in its first parallel region (GNU libgomp is not fork-safe).
+    """
+    with open(log_path, 'a') as log:
+        return subprocess.Popen([sys.executable, osp.join(ROOT, 'tools', 'train.py'), *argv], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, OMP_NUM_THREADS='1'))
 
 
 def test_kill9_during_save_then_resume(seg_data_root, tmp_path):
@@ -185,10 +190,8 @@ def test_kill9_during_save_then_resume(seg_data_root, tmp_path):
     argv = [cfg_path, '--work-dir', work, '--resume', '--no-validate']
     log = str(tmp_path / 'train.log')
     rng = random.Random(0)
-    fork = multiprocessing.get_context('fork')  # a child of this process: mmpeft is imported already
     for kill in range(3):
-        proc = fork.Process(target=_train_main, args=(argv, log))
-        proc.start()
+        proc = _start_training(argv, log)
         try:
             before = set(glob.glob(osp.join(work, 'iter_*.pth')))
             _wait_for(lambda: set(glob.glob(osp.join(work, 'iter_*.pth'))) - before, proc)
@@ -203,15 +206,12 @@ def test_kill9_during_save_then_resume(seg_data_root, tmp_path):
                 time.sleep(rng.uniform(0.0, 1.0))
         finally:
             os.kill(proc.pid, signal.SIGKILL)
-            proc.join()
+            proc.wait()
     for path in glob.glob(osp.join(work, '*.pth')):  # every checkpoint left behind is complete
         load_checkpoint_file(path)
     latest = find_resume_checkpoint(work)
     last_iter = load_checkpoint_file(latest)['meta']['iter']
-    proc = fork.Process(target=_train_main,
-                        args=(argv + ['--cfg-options', f'train_cfg.max_iters={last_iter + 1}'], log))
-    proc.start()
-    proc.join(300)
-    assert proc.exitcode == 0, open(log).read()[-3000:]
+    proc = _start_training(argv + ['--cfg-options', f'train_cfg.max_iters={last_iter + 1}'], log)
+    assert proc.wait(300) == 0, open(log).read()[-3000:]
     assert load_checkpoint_file(osp.join(work, f'iter_{last_iter + 1}.pth'))['meta']['iter'] == last_iter + 1
     assert not glob.glob(osp.join(work, '.*.tmp'))  # the killed saves' temporary files are gone
