@@ -1,4 +1,4 @@
-"""The model tools as a user runs them (a subprocess on the real command line):
+"""The model tools as a user runs them (the real command line, run as ``__main__``):
 
 - ``tools/model_converters/merge_delta.py DELTA OUT [--base BASE] [--keep-training-state]``
 - ``tools/model_converters/merge_peft.py CONFIG CKPT OUT``
@@ -7,11 +7,15 @@
 Each result is checked against a reference the tool does not compute: the trained runner's own
 model and optimizer state, a plain model built from a hand-written config, counts summed here.
 """
+import contextlib
+import io
 import os
 import os.path as osp
+import runpy
 import shutil
 import subprocess
 import sys
+import traceback
 from typing import List
 
 import pytest
@@ -28,8 +32,27 @@ TRAINING_STATE = ('optimizer', 'param_schedulers', 'message_hub')
 
 
 def _cli(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    """``python SCRIPT ARGS`` from the repository root, run as ``__main__`` in this process (what a
+    subprocess would do, without its ~10 s of imports): exit status, stdout and stderr (an uncaught
+    exception's traceback goes to stderr with status 1, as the interpreter does)."""
+    argv = [script, *map(str, args)]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    old_argv, old_cwd = sys.argv, os.getcwd()
+    sys.argv = argv
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(osp.join(ROOT, script), run_name='__main__')
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:  # noqa: BLE001  (reported like an uncaught exception)
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = old_argv
+        os.chdir(old_cwd)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def _ok(res: subprocess.CompletedProcess) -> str:
@@ -234,3 +257,8 @@ def test_count_params_one_config(config_dir):
                                 f"{100 * c['enc_trainable'] / c['enc_total']:.2f}"]
     assert parts['All'] == [_m(c['trainable']), _m(c['total']), f"{100 * c['trainable'] / c['total']:.2f}"]
     assert f"Encoder / All trainable (M): {_m(c['enc_trainable'])} / {_m(c['trainable'])}" in out
+
+
+def test_count_params_missing_config_is_named(tmp_path):
+    res = _cli(COUNT, tmp_path / 'nope.py')
+    assert res.returncode != 0 and f"{tmp_path / 'nope.py'} does not exist" in res.stderr
