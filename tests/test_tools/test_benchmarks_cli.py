@@ -4,10 +4,13 @@ A benchmark's numbers cannot be pinned, but its output can: every promised line 
 ratio is a positive finite number, the baseline's own ratio is 1, and each ratio is the quotient of
 the two measurements printed beside it (so both sides were measured, and the right ones divided).
 """
+import contextlib
+import io
 import math
 import os
 import os.path as osp
 import re
+import runpy
 import subprocess
 import sys
 from typing import Dict, List, Tuple
@@ -22,21 +25,35 @@ HELP_OPTIONS = {'hst_speed_memory': ['--size', '--infer-batches', '--infer-scope
 NUM = r'(-?[0-9.]+(?:e[-+]?\d+)?|nan|inf)'
 
 
+def _help(name: str) -> Tuple[int, str, str]:
+    """``python benchmarks/NAME.py --help`` run as ``__main__`` here: (exit code, stdout, stderr)."""
+    out, err, old_argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = [osp.join('benchmarks', f'{name}.py'), '--help']
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(osp.join(ROOT, 'benchmarks', f'{name}.py'), run_name='__main__')
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old_argv
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory) -> Dict[Tuple[str, str], Tuple[int, str, str]]:
-    """``{(script, 'help' | 'toy'): (exit code, stdout, stderr)}``, all six commands started together:
-    each is mostly a process importing the toolboxes, so side by side they take about half the time.
-    Output goes to files (pipes could fill up and stall a process while another is read)."""
+    """``{(script, 'help' | 'toy'): (exit code, stdout, stderr)}``. The three toy runs are started
+    together as processes (each mostly imports the toolboxes, so side by side they take about half
+    the time; output goes to files, as pipes could fill up and stall a process while another is
+    read); ``--help`` runs as ``__main__`` in this process (argparse exits before any measurement)."""
     out_dir = tmp_path_factory.mktemp('bench')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     procs = {}
     for name in SCRIPTS:
-        for kind, args in (('help', ['--help']), ('toy', ['--toy', '--threads', '1', '--device', 'cpu'])):
-            files = [open(out_dir / f'{name}.{kind}.{s}', 'w+') for s in ('out', 'err')]
-            cmd = [sys.executable, osp.join('benchmarks', f'{name}.py'), *args]
-            procs[name, kind] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=files[0], stderr=files[1]),
-                                 files)
-    results = {}
+        files = [open(out_dir / f'{name}.toy.{s}', 'w+') for s in ('out', 'err')]
+        cmd = [sys.executable, osp.join('benchmarks', f'{name}.py'), '--toy', '--threads', '1', '--device', 'cpu']
+        procs[name, 'toy'] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=files[0], stderr=files[1]), files)
+    results = {(name, 'help'): _help(name) for name in SCRIPTS}
     for key, (proc, files) in procs.items():
         rc = proc.wait(timeout=900)
         texts = []
