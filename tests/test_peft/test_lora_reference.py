@@ -6,6 +6,14 @@ from mmpeft.peft.layout import find_blocks, get_module
 from peft_checks import build
 
 
+def _randomise_lora(peft, seed: int) -> None:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if 'lora_' in n:
+                p.normal_()
+
+
 def _branch_params(peft, owner: str, attr: str):
     params = dict(peft.named_parameters())
     return params[f'{owner}.{attr}.A'][0], params[f'{owner}.{attr}.B'][0]
@@ -15,11 +23,7 @@ def _branch_params(peft, owner: str, attr: str):
 def test_lora_row_block_equals_plain_torch(target, rows):
     # s = alpha / r = 6 / 2 = 3 (the LoRA paper's convention)
     peft, _ = build('mmpretrain_vit', dict(type='LoRA', rank=2, alpha=6.0, targets=(target,)))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for n, p in peft.named_parameters():
-            if 'lora_' in n:
-                p.normal_()
+    _randomise_lora(peft, 1)
     blk = find_blocks(peft)[1]
     linear = get_module(peft, blk.qkv)
     owner = blk.qkv.rpartition('.')[0]
@@ -41,11 +45,7 @@ def test_lora_row_block_equals_plain_torch(target, rows):
 
 def test_lora_scaling_and_fused_qkv_equal_plain_torch():
     peft, _ = build('mmpretrain_vit', dict(type='LoRA', rank=2, scaling=0.25, targets=('qkv',)))
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for n, p in peft.named_parameters():
-            if 'lora_' in n:
-                p.normal_()
+    _randomise_lora(peft, 2)
     blk = find_blocks(peft)[0]
     linear = get_module(peft, blk.qkv)
     owner, _, local = blk.qkv.rpartition('.')

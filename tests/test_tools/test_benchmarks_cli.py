@@ -4,18 +4,17 @@ A benchmark's numbers cannot be pinned, but its output can: every promised line 
 ratio is a positive finite number, the baseline's own ratio is 1, and each ratio is the quotient of
 the two measurements printed beside it (so both sides were measured, and the right ones divided).
 """
-import contextlib
-import io
 import math
 import os
 import os.path as osp
 import re
-import runpy
 import subprocess
 import sys
 from typing import Dict, List, Tuple
 
 import pytest
+
+from mmpeft_testing import run_as_main
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPTS = ('hst_speed_memory', 'merge_speed', 'polyhistor_batched')
@@ -27,17 +26,8 @@ NUM = r'(-?[0-9.]+(?:e[-+]?\d+)?|nan|inf)'
 
 def _help(name: str) -> Tuple[int, str, str]:
     """``python benchmarks/NAME.py --help`` run as ``__main__`` here: (exit code, stdout, stderr)."""
-    out, err, old_argv = io.StringIO(), io.StringIO(), sys.argv
-    sys.argv = [osp.join('benchmarks', f'{name}.py'), '--help']
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(osp.join(ROOT, 'benchmarks', f'{name}.py'), run_name='__main__')
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = old_argv
-    return code, out.getvalue(), err.getvalue()
+    res = run_as_main(osp.join('benchmarks', f'{name}.py'), '--help')
+    return res.returncode, res.stdout, res.stderr
 
 
 @pytest.fixture(scope='module')

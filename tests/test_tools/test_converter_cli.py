@@ -7,15 +7,9 @@
 Each result is checked against a reference the tool does not compute: the trained runner's own
 model and optimizer state, a plain model built from a hand-written config, counts summed here.
 """
-import contextlib
-import io
-import os
 import os.path as osp
-import runpy
 import shutil
 import subprocess
-import sys
-import traceback
 from typing import List
 
 import pytest
@@ -26,33 +20,13 @@ from mmengine.runner import Runner
 
 import mmpeft  # noqa: F401
 from mmpeft.registry import MODELS
+from mmpeft_testing import run_as_main
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAINING_STATE = ('optimizer', 'param_schedulers', 'message_hub')
 
 
-def _cli(script: str, *args: str) -> subprocess.CompletedProcess:
-    """``python SCRIPT ARGS`` from the repository root, run as ``__main__`` in this process (what a
-    subprocess would do, without its ~10 s of imports): exit status, stdout and stderr (an uncaught
-    exception's traceback goes to stderr with status 1, as the interpreter does)."""
-    argv = [script, *map(str, args)]
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    old_argv, old_cwd = sys.argv, os.getcwd()
-    sys.argv = argv
-    os.chdir(ROOT)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                runpy.run_path(osp.join(ROOT, script), run_name='__main__')
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            except Exception:  # noqa: BLE001  (reported like an uncaught exception)
-                traceback.print_exc()
-                code = 1
-    finally:
-        sys.argv = old_argv
-        os.chdir(old_cwd)
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+_cli = run_as_main
 
 
 def _ok(res: subprocess.CompletedProcess) -> str:
