@@ -13,6 +13,7 @@ from mmengine.registry import DefaultScope
 from ..peft.policy import (apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval,
                            match_names)
 from ..registry import MODELS, PEFT_METHODS
+from ..utils.delta import state_dict_of
 from . import swin_checkpoint  # noqa: F401  (registers the PretrainedOfficialSwin initializer)
 
 #: plain-backbone parameters a classification checkpoint legitimately lacks: the per-output norms
@@ -239,12 +240,9 @@ def _file_keys(checkpoint: str) -> List[str]:
     from mmengine.runner.checkpoint import CheckpointLoader
     try:
         ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu', logger=None)
+        return list(state_dict_of(ckpt, checkpoint))
     except Exception as e:  # the message is about the prefix; an unreadable file says so here
         return [f'<cannot read the file: {type(e).__name__}: {e}>']
-    for key in ('state_dict', 'model'):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            ckpt = ckpt[key]
-    return list(ckpt) if isinstance(ckpt, dict) else []
 
 
 def _load_pretrained(self: nn.Module, checkpoint: str, *args, **kwargs) -> None:

@@ -21,6 +21,8 @@ from mmengine.model.weight_init import PretrainedInit
 from mmengine.registry import WEIGHT_INITIALIZERS
 from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 
+from ..utils.delta import state_dict_of
+
 
 def official_swin_to_toolbox(state: Dict[str, torch.Tensor], module: nn.Module) -> 'OrderedDict[str, torch.Tensor]':
     """Convert an official Swin state dict (``layers.*`` keys) to the toolboxes' layout for ``module``."""
@@ -47,10 +49,15 @@ class PretrainedOfficialSwin(PretrainedInit):
 
     def __call__(self, module: nn.Module) -> None:
         ckpt = CheckpointLoader.load_checkpoint(self.checkpoint, map_location=self.map_location, logger=None)
-        state = ckpt.get('state_dict', ckpt.get('model', ckpt)) if isinstance(ckpt, dict) else None
+        try:
+            state = state_dict_of(ckpt, self.checkpoint)
+        except (KeyError, TypeError) as e:
+            state = None
+            why = e
         if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
             raise KeyError(f'{self.checkpoint}: no Swin state dict found (looked under state_dict, model and '
-                           'the top level); give an official Swin checkpoint or a toolbox Swin checkpoint')
+                           'the top level); give an official Swin checkpoint or a toolbox Swin checkpoint'
+                           + (f' ({why})' if state is None else ''))
         prefix = self.prefix or ('backbone' if any(k.startswith('backbone.') for k in state) else '')
         if prefix:
             prefix = prefix.rstrip('.') + '.'
