@@ -1,4 +1,4 @@
-"""HST's Hierarchical Side Network (HSN, paper sections 3.1 and 3.4).
+"""HST's Hierarchical Side Network (HSN, paper sections 3.1 and 3.4), as the authors released it.
 
 Four stages at strides 4, 8, 16, 32 of the (padded) image, widths ``d_j`` (``embed_dims``). Stage
 ``j`` holds as many Side blocks as ViT layers feed it (ViT-B: 3, 3, 3, 3 fed by layers 0-2, 3-5,
@@ -10,117 +10,85 @@ Four stages at strides 4, 8, 16, 32 of the (padded) image, widths ``d_j`` (``emb
 The cross-attention's queries are the ``L = H_j W_j`` side tokens and its keys / values the
 ``N + 1`` (= 2) Meta-Global tokens, so it costs ``O(2 L d)`` (eq. 3). The implementation makes that
 literal: the query / output projections are folded into the two key / value tokens per image, so no
-``L x d x d`` product is left in the attention (:class:`MetaGlobalCrossAttention`).
+``L x d x d`` product is left in the attention (:class:`MetaGlobalCrossAttention`; arithmetic, the
+same values as the standard attention up to float rounding).
 
-Inference speed (``eval()`` without autograd): in-place residual additions, channels-last maps (the
-token view of a stage's map and the map view of its tokens copy nothing) and, on CPU, oneDNN's fused
-linear + bias + GELU / + residual for the FFN and the bridge (:func:`fused_linear`; set
-``USE_FUSED_CPU_OPS = False`` to compare). All of it gives the standard computation's values up to
-float rounding (``tests/test_backbones/test_hst_vit.py`` compares with a plain re-implementation).
+The paper gives the structure, not the layers; they follow the authors' released model (``ViT_HSN``,
+state-dict names in brackets; :mod:`mmpeft.backbones.hst_official_checkpoint` converts its files):
 
-Details the paper leaves open, chosen so that the trainable backbone parameters (side network +
-bridge + meta tokens + ViT LayerNorms) come to 0.764M for ViT-B + ``[32, 48, 64, 72]`` (paper:
-0.78M with a classifier head) and 10.40M for ViT-B + ``[64, 128, 256, 384]`` (whole detectors and
-segmentors then match Tables 4 and 5 to within 0.1M, see ``HSTViT``):
+* **stem** (image -> stride 4, ``stem='conv_bn'``, [``m_patch_embed1``]):
+  ``conv3x3/s2 (3 -> d_1, no bias) - BN - ReLU - conv2x2/s2 (d_1 -> d_1) - LN(eps 1e-5)``; the
+  BatchNorm is ``norm_cfg`` (SyncBN under DDP in the dense configs). ``stem='conv_ln'`` is mmpeft's
+  earlier reading of the paper's "convolutional stem" without BatchNorm, ``conv3x3/s2 (3 -> d_1/2) -
+  LN - GELU - conv3x3/s2 (d_1/2 -> d_1) - LN`` (``stem_channels`` sets its hidden width), 64
+  parameters more at ``d_1 = 32``;
+* **downsampling** before stages 2-4 [``m_patch_embed2-4``]: ``conv3x3/s2 (d_j-1 -> d_j) - LN(eps 1e-5)``;
+* **Side block** [``m_block{j}.{b}``]: pre-norm (LN eps 1e-6), separate ``q`` / ``k`` / ``v`` /
+  output projections with bias, FFN ``Linear(d, 4d) - GELU - Linear(4d, d)`` (``mlp_ratio=4``),
+  stochastic depth on both residual branches rising linearly over all Side blocks; no norm on the
+  Meta-Global key / value tokens (``kv_norm=True`` adds one);
+* **stage end** [``m_norm1-4``]: ``LN(eps 1e-6)`` over channels; the normed map is both the stage's
+  output and the next stage's input;
+* **heads** ``[2, 4, 8, 12]`` for every width (the classification dims ``[32, 48, 64, 72]`` too).
 
-* **stem** (image -> stride 4): ``conv3x3/s2 (3 -> d_1/2) - LN - GELU - conv3x3/s2 (d_1/2 -> d_1) - LN``
-  (``stem_channels`` sets the hidden width);
-* **downsampling** before stages 2-4: an overlapping patch embedding, ``conv3x3/s2 (d_j-1 -> d_j) - LN``;
-* **Side block**: pre-norm, ``q`` / ``k`` / ``v`` / output projections with bias, FFN
-  ``Linear(d, 4d) - GELU - Linear(4d, d)`` (``mlp_ratio=4``), optional stochastic depth on both
-  residual branches; no norm on the Meta-Global key / value tokens (``kv_norm=True`` adds one);
-* **stage end**: ``LN`` over channels; the normed map is both the stage's output and the next
-  stage's input.
-* heads: ``d_j // 32`` by default (head width 32), which gives Table 1's ``[2, 4, 8, 12]``.
-
-All norms are LayerNorms, so nothing depends on the batch (batch size 1 trains as any other).
+Conv weights are initialised normal(0, sqrt(2 / fan_out)), linears truncated normal(0.02), norms 1 / 0.
 """
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
 from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 
-# oneDNN's fused linear (the op PyTorch's compiler uses on CPU); None: not probed yet
-_FUSED_LINEAR_OK: Optional[bool] = None
-#: set to False to run the side network's inference with plain PyTorch ops only
-USE_FUSED_CPU_OPS = True
-
-
-def _fused_linear_available() -> bool:
-    global _FUSED_LINEAR_OK
-    if _FUSED_LINEAR_OK is None:
-        ok = False
-        try:
-            op = torch.ops.mkldnn._linear_pointwise
-            if torch.backends.mkldnn.is_available():
-                g = torch.Generator().manual_seed(0)
-                x, r = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 4, generator=g)
-                w1, b1 = torch.randn(16, 8, generator=g), torch.randn(16, generator=g)
-                w2, b2 = torch.randn(4, 16, generator=g), torch.randn(4, generator=g)
-                with torch.no_grad():
-                    lin = op(x, w1, b1, 'none', [], '')
-                    hid = op(x, w1, b1, 'gelu', [], 'none')
-                    out = op.binary(hid, r, w2, b2, 'add')
-                    want_lin = F.linear(x, w1, b1)
-                    want = F.linear(F.gelu(want_lin), w2, b2) + r
-                ok = all(torch.allclose(a, b, rtol=1e-5, atol=1e-5)
-                         for a, b in ((lin, want_lin), (hid, F.gelu(want_lin)), (out, want)))
-        except (AttributeError, RuntimeError):
-            ok = False
-        _FUSED_LINEAR_OK = ok
-    return _FUSED_LINEAR_OK
-
-
-def _tracing() -> bool:
-    """Exporting / compiling: keep to standard ops there."""
-    compiler = getattr(torch, 'compiler', None)
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or bool(compiler is not None and compiler.is_compiling()))
-
-
-def fused_linear(x: torch.Tensor, linear: nn.Linear, post: str,
-                 other: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-    """``gelu(linear(x))`` (``post='gelu'``), ``linear(x) + other`` (``post='add'``) or ``linear(x)``
-    (``post='none'``: the bias written by the product, not copied in first) as one oneDNN call, for
-    inference of float32 CPU tensors; ``None`` where that does not apply (the caller then uses plain
-    ops)."""
-    if not (USE_FUSED_CPU_OPS and x.device.type == 'cpu' and x.dtype == torch.float32
-            and linear.weight.dtype == torch.float32 and linear.bias is not None
-            and not torch.is_grad_enabled() and not _tracing() and _fused_linear_available()):
-        return None
-    x = x.contiguous()
-    if post in ('gelu', 'none'):
-        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, post, [],
-                                                  'none' if post == 'gelu' else '')
-    return torch.ops.mkldnn._linear_pointwise.binary(x, other.contiguous(), linear.weight,
-                                                      linear.bias, 'add')
-
+#: LayerNorm eps of the released model: Side blocks and stage ends / stem and downsampling embeddings
+BLOCK_NORM_EPS = 1e-6
+EMBED_NORM_EPS = 1e-5
+STEMS = ('conv_bn', 'conv_ln')
+DEFAULT_NUM_HEADS = (2, 4, 8, 12)
 
 class ConvStem(nn.Module):
-    """Image ``(B, C_in, H, W)`` -> ``(B, d_1, H/4, W/4)`` with two stride-2 3x3 convolutions."""
+    """Image ``(B, C_in, H, W)`` -> ``(B, d_1, H/4, W/4)``, ``H``, ``W`` multiples of 4.
 
-    def __init__(self, in_channels: int, out_channels: int, hidden_channels: Optional[int] = None):
+    ``stem='conv_bn'`` (released): ``conv1`` 3x3/s2 no bias -> ``norm1`` (``norm_cfg``, BN) -> ReLU ->
+    ``conv2`` 2x2/s2 -> ``norm2`` LN(eps 1e-5). ``stem='conv_ln'``: ``conv1`` 3x3/s2 to ``hidden`` ->
+    LN -> GELU -> ``conv2`` 3x3/s2 -> LN (eps 1e-6, timm's LayerNorm2d default).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stem: str = 'conv_bn',
+                 norm_cfg: Optional[dict] = None, hidden_channels: Optional[int] = None):
         super().__init__()
-        hidden = hidden_channels or max(out_channels // 2, 1)
-        self.conv1 = nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1)
-        self.norm1 = LayerNorm2d(hidden)
-        self.act = nn.GELU()
-        self.conv2 = nn.Conv2d(hidden, out_channels, 3, stride=2, padding=1)
-        self.norm2 = LayerNorm2d(out_channels)
+        if stem not in STEMS:
+            raise ValueError(f'side-network stem {stem!r} is not one of {STEMS}')
+        if stem == 'conv_bn':
+            if hidden_channels is not None:
+                raise ValueError("stem_channels applies to stem='conv_ln' only (the released stem keeps d_1)")
+            self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False)
+            self.norm1 = build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1]
+            self.act = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(out_channels, out_channels, 2, stride=2)
+            self.norm2 = LayerNorm2d(out_channels, eps=EMBED_NORM_EPS)
+        else:
+            if norm_cfg is not None:
+                raise ValueError("stem_norm_cfg applies to stem='conv_bn' only (the conv_ln stem has LayerNorms)")
+            hidden = hidden_channels or max(out_channels // 2, 1)
+            self.conv1 = nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1)
+            self.norm1 = LayerNorm2d(hidden)
+            self.act = nn.GELU()
+            self.conv2 = nn.Conv2d(hidden, out_channels, 3, stride=2, padding=1)
+            self.norm2 = LayerNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
 
 
 class OverlapPatchEmbed(nn.Module):
-    """``(B, d_in, H, W)`` -> ``(B, d_out, H/2, W/2)``: a 3x3 stride-2 convolution and a LayerNorm."""
+    """``(B, d_in, H, W)`` -> ``(B, d_out, H/2, W/2)``: a 3x3 stride-2 convolution and LN(eps 1e-5)."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.proj = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
-        self.norm = LayerNorm2d(out_channels)
+        self.norm = LayerNorm2d(out_channels, eps=EMBED_NORM_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
@@ -131,7 +99,7 @@ class MetaGlobalCrossAttention(nn.Module):
 
     Shapes: ``x`` ``(B, L, d)``, ``context`` ``(B, M, d)`` -> ``(B, L, d)``.
 
-    The parameters are those of a standard attention (``q``, ``kv``, ``proj``, scale ``(d/h)^-0.5``),
+    The parameters are those of a standard attention (``q``, ``k``, ``v``, ``proj``, scale ``(d/h)^-0.5``),
     but with only ``M`` (= 2) keys it is computed without the two ``L x d x d`` projections: per
     image, the query projection is folded into the keys and the output projection into the values
     (:meth:`folded`), so the ``L`` tokens see one ``(L, d) x (d, h M)`` product for the logits, a
@@ -147,7 +115,8 @@ class MetaGlobalCrossAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv_norm = nn.LayerNorm(dim) if kv_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
@@ -162,9 +131,10 @@ class MetaGlobalCrossAttention(nn.Module):
         b, m, d = context.shape
         h = self.num_heads
         dh = d // h
-        kv = self.kv(self.kv_norm(context))
-        k = kv[..., :d].reshape(b, m, h, dh) * self.scale
-        v = kv[..., d:].reshape(b, m, h, dh)
+        context = self.kv_norm(context)
+        k = self.k(context).reshape(b, m, h, dh) * self.scale
+        v_tokens = self.v(context)                                   # (B, M, d)
+        v = v_tokens.reshape(b, m, h, dh)
         wq = self.q.weight.reshape(h, dh, d)
         wp = self.proj.weight.reshape(d, h, dh)
         bq = None if self.q.bias is None else self.q.bias.reshape(h, dh)
@@ -173,7 +143,7 @@ class MetaGlobalCrossAttention(nn.Module):
             w = torch.einsum('hed,bhe->bdh', wq, dk)
             bias = None if bq is None else torch.einsum('he,bhe->bh', bq, dk).unsqueeze(1)
             u = torch.einsum('ohe,bhe->bho', wp, v[:, 0] - v[:, 1])
-            c = F.linear(kv[:, 1:, d:], self.proj.weight, self.proj.bias)
+            c = self.proj(v_tokens[:, 1:])
         else:
             w = torch.einsum('hed,bmhe->bdhm', wq, k).reshape(b, d, h * m)
             bias = None if bq is None else torch.einsum('he,bmhe->bhm', bq, k).reshape(b, 1, h * m)
@@ -193,61 +163,31 @@ class MetaGlobalCrossAttention(nn.Module):
         w, bias, u, c = self.folded(context)
         return torch.baddbmm(c, self._weights(x, w, bias, context.shape[1]), u)
 
-    def add_to_(self, out: torch.Tensor, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """``out += forward(x, context)`` in place (inference: ``out`` must be a fresh tensor)."""
-        w, bias, u, c = self.folded(context)
-        a = self._weights(x, w, bias, context.shape[1])
-        # the constant term rides along as a weight-1 row of u: one product, no extra pass over out
-        a = F.pad(a, (0, 1), value=1.0)
-        return out.baddbmm_(a, torch.cat([u, c], dim=1))
-
 
 class SideBlock(nn.Module):
     """One Side block: Meta-Global injection (eq. 4), Fine-Grained injection and FFN (eq. 5).
 
     Shapes: ``x`` and ``fg`` ``(B, L, d)``, ``mg`` ``(B, M, d)``; either branch may be ``None``
-    (ablations), in which case its step is skipped.
-
-    In inference (``eval()`` and no autograd) the residual additions are done in place on fresh
-    tensors and, on CPU with oneDNN, the FFN runs as two fused products (bias + GELU, bias +
-    residual, see :func:`fused_linear`); training uses plain autograd-friendly ops. Both give
-    the same values up to float rounding.
+    (ablations), in which case its step is skipped. One path for training and inference (speed
+    comes from ``torch.compile``, which fuses the elementwise steps).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
                  qkv_bias: bool = True, kv_norm: bool = False):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
         self.attn = MetaGlobalCrossAttention(dim, num_heads, qkv_bias=qkv_bias, kv_norm=kv_norm)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        # the fused FFN computes exact (erf) GELU, bias and no norm between the two linears
-        self._fusable_mlp = (isinstance(self.mlp.act, nn.GELU) and self.mlp.act.approximate == 'none'
-                             and isinstance(self.mlp.norm, nn.Identity))
 
     def forward(self, x: torch.Tensor, mg: Optional[torch.Tensor],
                 fg: Optional[torch.Tensor]) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled():
-            return self._forward_inference(x, mg, fg)
         if mg is not None:
             x = x + self.drop_path(self.attn(self.norm1(x), mg))
         if fg is not None:
             x = x + fg
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    def _forward_inference(self, x: torch.Tensor, mg: Optional[torch.Tensor],
-                           fg: Optional[torch.Tensor]) -> torch.Tensor:
-        y = x + fg if fg is not None else (x.clone() if mg is not None else x)
-        if mg is not None:
-            self.attn.add_to_(y, self.norm1(x), mg)
-        mlp = self.mlp
-        z = self.norm2(y)
-        hidden = fused_linear(z, mlp.fc1, 'gelu') if self._fusable_mlp else None
-        if hidden is None:
-            return y + mlp(z)
-        out = fused_linear(hidden, mlp.fc2, 'add', y)
-        return out if out is not None else y + mlp.fc2(hidden)
 
 
 class HierarchicalSideNetwork(nn.Module):
@@ -255,12 +195,15 @@ class HierarchicalSideNetwork(nn.Module):
 
     Args:
         embed_dims: ``d_j`` per stage.
-        num_heads: attention heads per stage (default ``d_j // 32``, at least 1).
+        num_heads: attention heads per stage (default ``[2, 4, 8, 12]``, the released model's, for
+            every width).
         depths: Side blocks per stage (= ViT layers feeding it).
         mlp_ratio: FFN hidden width / ``d_j``.
         drop_path_rate: stochastic depth, rising linearly over all Side blocks to this value.
         in_channels: image channels.
-        stem_channels: hidden width of the stem (default ``d_1 // 2``).
+        stem: ``'conv_bn'`` (released) or ``'conv_ln'`` (see the module docstring).
+        norm_cfg: the ``conv_bn`` stem's norm (default ``dict(type='BN')``; ``SyncBN`` under DDP).
+        stem_channels: hidden width of the ``conv_ln`` stem (default ``d_1 // 2``).
         kv_norm: LayerNorm on the Meta-Global tokens before the key / value projections.
     """
 
@@ -269,6 +212,7 @@ class HierarchicalSideNetwork(nn.Module):
     def __init__(self, embed_dims: Sequence[int], depths: Sequence[int],
                  num_heads: Optional[Sequence[int]] = None, mlp_ratio: float = 4.0,
                  drop_path_rate: float = 0.0, in_channels: int = 3,
+                 stem: str = 'conv_bn', norm_cfg: Optional[dict] = None,
                  stem_channels: Optional[int] = None, kv_norm: bool = False):
         super().__init__()
         embed_dims = [int(d) for d in embed_dims]
@@ -277,13 +221,17 @@ class HierarchicalSideNetwork(nn.Module):
         if len(depths) != len(embed_dims):
             raise ValueError(f'depths {list(depths)} and embed_dims {embed_dims} differ in length')
         if num_heads is None:
-            num_heads = [max(d // 32, 1) for d in embed_dims]
+            num_heads = DEFAULT_NUM_HEADS[:len(embed_dims)]
         if len(num_heads) != len(embed_dims):
             raise ValueError(f'num_heads {list(num_heads)} and embed_dims {embed_dims} differ in length')
+        bad = [(d, h) for d, h in zip(embed_dims, num_heads) if d % h]
+        if bad:
+            raise ValueError(f'side-network widths {embed_dims} are not divisible by num_heads {list(num_heads)} '
+                             f'(width, heads: {bad}); give num_heads that divide them')
         self.embed_dims = embed_dims
         self.depths = [int(n) for n in depths]
         self.num_heads = list(num_heads)
-        self.stem = ConvStem(in_channels, embed_dims[0], stem_channels)
+        self.stem = ConvStem(in_channels, embed_dims[0], stem, norm_cfg, stem_channels)
         self.downsamples = nn.ModuleList(
             OverlapPatchEmbed(embed_dims[j - 1], embed_dims[j]) for j in range(1, len(embed_dims)))
         total = sum(self.depths)
@@ -295,7 +243,7 @@ class HierarchicalSideNetwork(nn.Module):
             self.stages.append(nn.ModuleList(
                 SideBlock(d, h, mlp_ratio, rates[k + b], kv_norm=kv_norm) for b in range(n)))
             k += n
-        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in embed_dims)
+        self.norms = nn.ModuleList(nn.LayerNorm(d, eps=BLOCK_NORM_EPS) for d in embed_dims)
         self.apply(self._init_weights)
 
     @staticmethod

@@ -11,7 +11,7 @@ optionally with *register tokens* (HST's Meta-Register) appended to each layer's
 """
 import difflib
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -117,18 +117,19 @@ def vit_in_chans(vit: nn.Module) -> int:
     return vit.patch_embed.proj.in_channels
 
 
-def vit_layer_sequences(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] = None,
-                        register_tokens: Optional[torch.Tensor] = None
-                        ) -> Tuple[List[torch.Tensor], Tuple[int, int], torch.Tensor]:
-    """Run ``vit``'s embedding and first ``num_layers`` blocks, keeping every layer's whole output.
+def iter_vit_layers(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] = None,
+                    register_tokens: Optional[torch.Tensor] = None
+                    ) -> Iterator[Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]]:
+    """Run ``vit``'s embedding and first ``num_layers`` blocks, yielding after every layer.
 
     Args: as :func:`vit_layer_outputs`.
 
-    Returns:
-        ``seqs`` -- per layer the block's output ``(B, prefix + h*w + N, D)``: timm's prefix (cls /
-        register) tokens, the patch tokens in raster order, then the layer's ``N`` Meta-Register
-        outputs (``N = 0`` without ``register_tokens``); ``grid`` -- ``(h, w)``; ``last`` -- the
-        ``(B, prefix + h*w, D)`` sequence after the last layer run (before the final norm).
+    Yields:
+        per layer ``(seq, grid, tokens)``: ``seq`` the block's output ``(B, prefix + h*w + N, D)``
+        (timm's prefix (cls / register) tokens, the patch tokens in raster order, then the layer's
+        ``N`` Meta-Register outputs; ``N = 0`` without ``register_tokens``), ``grid`` ``(h, w)`` and
+        ``tokens`` the ``(B, prefix + h*w, D)`` sequence the next layer gets. A consumer (HST's side
+        network) can use layer ``i`` while layer ``i + 1`` is computed.
     """
     n_blocks = len(vit.blocks)
     num_layers = n_blocks if num_layers is None else num_layers
@@ -143,7 +144,6 @@ def vit_layer_sequences(vit: nn.Module, x: torch.Tensor, num_layers: Optional[in
     tokens = vit.patch_drop(tokens)
     tokens = vit.norm_pre(tokens)
     n = 0 if register_tokens is None else register_tokens.shape[1]
-    seqs: List[torch.Tensor] = []
     for i in range(num_layers):
         blk = vit.blocks[i]
         if n:
@@ -152,8 +152,25 @@ def vit_layer_sequences(vit: nn.Module, x: torch.Tensor, num_layers: Optional[in
             tokens = out[:, :-n]
         else:
             out = tokens = blk(tokens)
+        yield out, (h, w), tokens
+
+
+def vit_layer_sequences(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] = None,
+                        register_tokens: Optional[torch.Tensor] = None
+                        ) -> Tuple[List[torch.Tensor], Tuple[int, int], torch.Tensor]:
+    """Run ``vit``'s embedding and first ``num_layers`` blocks, keeping every layer's whole output.
+
+    Args: as :func:`vit_layer_outputs`.
+
+    Returns:
+        ``seqs`` -- per layer the block's output ``(B, prefix + h*w + N, D)`` (see
+        :func:`iter_vit_layers`); ``grid`` -- ``(h, w)``; ``last`` -- the ``(B, prefix + h*w, D)``
+        sequence after the last layer run (before the final norm).
+    """
+    seqs: List[torch.Tensor] = []
+    for out, grid, tokens in iter_vit_layers(vit, x, num_layers, register_tokens):
         seqs.append(out)
-    return seqs, (h, w), tokens
+    return seqs, grid, tokens
 
 
 def vit_layer_outputs(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] = None,

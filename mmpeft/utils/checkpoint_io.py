@@ -15,6 +15,7 @@ A file that cannot be read (empty, truncated by an interrupted save, text, rando
 :class:`CorruptCheckpointError` saying which file and what is wrong with it, instead of torch's
 ``EOFError`` / ``could not find MARK`` without a path.
 """
+import argparse
 import contextlib
 import os
 import os.path as osp
@@ -73,7 +74,10 @@ def _safe_globals() -> List[Any]:
     # numpy 2 moved numpy.core to numpy._core: both names map to the installed objects, so a
     # checkpoint written under either numpy loads under the other
     multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-    allowed: List[Any] = [HistoryBuffer, ConfigDict, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr')]
+    # argparse.Namespace: the `args` that DeiT-style training scripts (the HST authors' among them)
+    # save beside the weights; it unpickles as a plain attribute bag
+    allowed: List[Any] = [HistoryBuffer, ConfigDict, np.ndarray, np.dtype, argparse.Namespace,
+                          (_history_buffer_getattr, 'builtins.getattr')]
     for core in ('numpy.core', 'numpy._core'):
         allowed += [(multiarray._reconstruct, f'{core}.multiarray._reconstruct'),
                     (multiarray.scalar, f'{core}.multiarray.scalar')]

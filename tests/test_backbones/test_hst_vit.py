@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 import mmpeft  # noqa: F401
 from mmpeft.backbones import HSTViT
-from mmpeft.backbones import side_network as side_network_module
 from mmpeft.backbones.side_network import HierarchicalSideNetwork, MetaGlobalCrossAttention, SideBlock
 from mmpeft.backbones.timm_vit import (build_timm_vit, pad_to_multiple, stage_resolutions,
                                        vit_layer_outputs)
@@ -109,7 +108,23 @@ def test_pooled_output_for_classification():
         (pooled,) = m(x)
         assert pooled.shape == (3, TINY_DIMS[-1])
         full = tiny_hst().eval()(x)[-1]
-    torch.testing.assert_close(pooled, full.mean(dim=(2, 3)))
+    # the released model's fc_norm: BatchNorm1d without affine, eps 1e-6, on the pooled vector
+    bn = m.fc_norm
+    assert isinstance(bn, nn.BatchNorm1d) and not bn.affine and bn.eps == 1e-6
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        (pooled,) = m(x)
+    avg = full.mean(dim=(2, 3))
+    torch.testing.assert_close(pooled, (avg - bn.running_mean) / torch.sqrt(bn.running_var + 1e-6))
+    plain = tiny_hst(out_type='pooled', pooled_norm_cfg=None).eval()
+    assert plain.fc_norm is None
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x)[0], avg)
+    # training: batch statistics; one image cannot be normalised, which is named
+    m.train()
+    with pytest.raises(ValueError, match='more than one image per training batch.*pooled_norm_cfg=None'):
+        m(x[:1])
 
 
 # --------------------------------------------------------------------------- trainable set
@@ -139,13 +154,21 @@ def test_batch_size_one_trains_and_gradients_are_exactly_on_trainable_set():
     outs = m(x)
     sum((o * torch.randn_like(o)).sum() for o in outs).backward()
     for n, p in m.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0, n
-        else:
+        if not p.requires_grad:
             assert p.grad is None, n
+        elif n.endswith('attn.k.bias'):
+            # a key bias adds the same logit to both keys of a query: softmax ignores it (zero
+            # gradient), but it is in the graph (DDP finds no unused parameter)
+            assert p.grad is not None and p.grad.abs().max() < 1e-6, n
+        else:
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
     # frozen dropout / drop-path of the ViT stay in eval mode while training; LN-tuned norms train
     assert not m.vit.pos_drop.training and m.vit.blocks[0].norm1.training
-    # train and eval give the same features (no stochastic layer is active)
+    # train and eval give the same features (no stochastic layer is active; the stem's BatchNorm,
+    # which normalises with the batch's statistics in training, is put on its running ones)
+    m.side_network.stem.norm1.eval()
+    with torch.no_grad():
+        outs = m(x)
     m.eval()
     with torch.no_grad():
         outs_eval = m(x)
@@ -226,64 +249,103 @@ def test_meta_register_enters_its_own_layer_only():
 def test_bridge_shares_one_linear_per_stage_and_projects_before_resizing():
     torch.manual_seed(0)
     bridge = TransformationBridge(64, [16, 24, 32, 48], [2, 2, 2, 2])
+    scramble_trainable(bridge)
     assert len(bridge.linears) == 4 and bridge.layer_stage == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert len(bridge.register_norms) == 8  # one LayerNorm per ViT layer (released m_proj_norm1..8)
     patch = torch.randn(2, 4, 6, 64)
     reg = torch.randn(2, 1, 64)
-    for layer, size in [(0, (16, 24)), (3, (8, 12)), (7, (2, 3))]:
+    # (16, 24) and (8, 12) are integer ratios; (3, 5) is not, where the mean after resizing differs
+    for layer, size in [(0, (16, 24)), (3, (8, 12)), (7, (3, 5))]:
         mg, fg = bridge(layer, patch, reg, size)
-        lin = bridge.linears[layer // 2]
+        lin, ln = bridge.linears[layer // 2], bridge.register_norms[layer]
         proj = lin(patch)
-        torch.testing.assert_close(mg[:, 0], lin(reg)[:, 0])                 # W_j F_mr
-        torch.testing.assert_close(mg[:, 1], proj.mean(dim=(1, 2)))          # AvgPool(W_j F_p)
+        want_reg = F.layer_norm(lin(reg), (lin.out_features, ), ln.weight, ln.bias, eps=1e-6)
+        torch.testing.assert_close(mg[:, :1], want_reg)                       # LN_i(W_j F_mr)
         want = F.interpolate(proj.permute(0, 3, 1, 2), size=size, mode='bilinear', align_corners=False)
         torch.testing.assert_close(fg, want.flatten(2).transpose(1, 2))      # T(W_j F_p)
+        torch.testing.assert_close(mg[:, 1], want.mean(dim=(2, 3)))          # AvgPool(T(W_j F_p))
         assert mg.shape == (2, 2, lin.out_features)
+    assert not torch.allclose(want.mean(dim=(2, 3)), proj.mean(dim=(1, 2)), atol=1e-4)
+    # eq. 1 as printed: no LayerNorm on the register token
+    plain = TransformationBridge(64, [16, 24, 32, 48], [2, 2, 2, 2], register_norm=False)
+    assert plain.register_norms is None
+    mg, _ = plain(0, patch, reg, (4, 6))
+    torch.testing.assert_close(mg[:, :1], plain.linears[0](reg))
 
 
 def test_side_block_follows_eqs_4_and_5():
     torch.manual_seed(0)
     blk = SideBlock(32, num_heads=4).eval()
+    scramble_trainable(blk)
     x, mg, fg = torch.randn(2, 20, 32), torch.randn(2, 2, 32), torch.randn(2, 20, 32)
+    attn = blk.attn
+
+    def ln(t, norm):  # the released Side blocks' LayerNorms: eps 1e-6
+        return F.layer_norm(t, (32, ), norm.weight, norm.bias, eps=1e-6)
     # eq. 3/4 by hand: queries from LN(x), keys / values from the 2 Meta-Global tokens
-    q = blk.attn.q(blk.norm1(x)).reshape(2, 20, 4, 8).transpose(1, 2)
-    k, v = blk.attn.kv(mg).reshape(2, 2, 2, 4, 8).permute(2, 0, 3, 1, 4)
+    q = attn.q(ln(x, blk.norm1)).reshape(2, 20, 4, 8).transpose(1, 2)
+    k = attn.k(mg).reshape(2, 2, 4, 8).transpose(1, 2)
+    v = attn.v(mg).reshape(2, 2, 4, 8).transpose(1, 2)
     a = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1)
     assert a.shape == (2, 4, 20, 2)  # L x 2 attention: linear in L
-    x_hat = x + blk.attn.proj((a @ v).transpose(1, 2).reshape(2, 20, 32))
+    x_hat = x + attn.proj((a @ v).transpose(1, 2).reshape(2, 20, 32))
     y = x_hat + fg
-    want = y + blk.mlp(blk.norm2(y))
+    want = y + blk.mlp.fc2(F.gelu(blk.mlp.fc1(ln(y, blk.norm2))))
     torch.testing.assert_close(blk(x, mg, fg), want, rtol=1e-5, atol=1e-5)
 
 
 def test_side_network_block_counts_follow_vit_depth():
     hsn = HierarchicalSideNetwork([32, 48, 64, 72], [6, 6, 6, 6])
     assert [len(s) for s in hsn.stages] == [6, 6, 6, 6]
-    assert hsn.num_heads == [1, 1, 2, 2]
+    # the released heads, for the classification dims too
+    assert hsn.num_heads == [2, 4, 8, 12] and hsn.stages[3][0].attn.num_heads == 12
     assert HierarchicalSideNetwork([64, 128, 256, 384], [3, 3, 3, 3]).num_heads == [2, 4, 8, 12]
-    with pytest.raises(ValueError, match='not divisible by 3 heads'):
+    with pytest.raises(ValueError, match=r'not divisible by num_heads \[3, 3, 3, 3\].*\(32, 3\)'):
         HierarchicalSideNetwork([32, 48, 64, 72], [1, 1, 1, 1], num_heads=[3, 3, 3, 3])
 
 
-# --------------------------------------------------------------------------- fast forward == plain one
-# HSTViT's forward as first written, with plain PyTorch ops: standard multi-head attention (q / kv /
-# SDPA / proj), the bridge on each layer's (copied) patch tokens, NCHW maps. The optimised forward
-# (folded 2-token attention, in-place residuals, fused oneDNN linears, channels-last maps, one bridge
-# product per layer sequence) must give the same outputs and, in training, the same gradients.
+# --------------------------------------------------------------------------- forward == plain reference
+# The released model (ViT_HSN) written out with plain torch functions, every eps spelled out:
+# standard multi-head attention (q / k / v / SDPA / proj), the bridge on each layer's (copied) patch
+# tokens, NCHW maps. HSTViT (folded 2-token attention, channels-last maps, one bridge product per layer
+# sequence, serial or parallel) must give the same outputs and, in training, the same gradients.
+def ln(t, norm, eps):
+    return F.layer_norm(t, t.shape[-1:], norm.weight, norm.bias, eps=eps)
+
+
+def ln2d(t, norm, eps):
+    return ln(t.permute(0, 2, 3, 1), norm, eps).permute(0, 3, 1, 2)
+
+
 def reference_attention(attn, x, context):
     b, n, d = x.shape
     m, h = context.shape[1], attn.num_heads
     q = attn.q(x).reshape(b, n, h, d // h).transpose(1, 2)
-    kv = attn.kv(attn.kv_norm(context)).reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
-    out = F.scaled_dot_product_attention(q, kv[0], kv[1])
+    context = attn.kv_norm(context)
+    k = attn.k(context).reshape(b, m, h, d // h).transpose(1, 2)
+    v = attn.v(context).reshape(b, m, h, d // h).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v)
     return attn.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 def reference_block(blk, x, mg, fg):
     if mg is not None:
-        x = x + blk.drop_path(reference_attention(blk.attn, blk.norm1(x), mg))
+        x = x + blk.drop_path(reference_attention(blk.attn, ln(x, blk.norm1, 1e-6), mg))
     if fg is not None:
         x = x + fg
-    return x + blk.drop_path(blk.mlp(blk.norm2(x)))
+    return x + blk.drop_path(blk.mlp.fc2(F.gelu(blk.mlp.fc1(ln(x, blk.norm2, 1e-6)))))
+
+
+def reference_stem(stem, x):
+    if isinstance(stem.norm1, nn.BatchNorm2d):  # released: conv3x3/s2 no bias - BN - ReLU - conv2x2/s2 - LN
+        assert stem.conv1.bias is None and stem.conv2.kernel_size == (2, 2)
+        bn = stem.norm1
+        x = F.conv2d(x, stem.conv1.weight, None, stride=2, padding=1)
+        x = F.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias,
+                         training=bn.training, eps=1e-5)
+        return ln2d(F.conv2d(F.relu(x), stem.conv2.weight, stem.conv2.bias, stride=2), stem.norm2, 1e-5)
+    x = ln2d(F.conv2d(x, stem.conv1.weight, stem.conv1.bias, stride=2, padding=1), stem.norm1, 1e-6)
+    return ln2d(F.conv2d(F.gelu(x), stem.conv2.weight, stem.conv2.bias, stride=2, padding=1), stem.norm2, 1e-6)
 
 
 def reference_hst_forward(m: HSTViT, x):
@@ -292,32 +354,38 @@ def reference_hst_forward(m: HSTViT, x):
     patch, register, _ = vit_layer_outputs(m.vit, pad_to_multiple(x_side, m.patch_size), m.num_layers,
                                            m.meta_tokens)
     hsn, bridge = m.side_network, m.bridge
-    feat, outs, layer = hsn.stem(x_side), [], 0
+    feat, outs, layer = reference_stem(hsn.stem, x_side), [], 0
     for j, blocks in enumerate(hsn.stages):
         if j:
-            feat = hsn.downsamples[j - 1](feat)
+            down = hsn.downsamples[j - 1]
+            feat = ln2d(F.conv2d(feat, down.proj.weight, down.proj.bias, stride=2, padding=1), down.norm, 1e-5)
         b, c, fh, fw = feat.shape
         tokens = feat.flatten(2).transpose(1, 2)
         for blk in blocks:
             lin = bridge.linears[bridge.layer_stage[layer]] if bridge.share_weights else bridge.linears[layer]
-            proj = lin(patch[layer].contiguous())
-            parts = [lin(register[layer])] if register[layer] is not None else []
+            proj = lin(patch[layer].contiguous()).permute(0, 3, 1, 2)
+            if proj.shape[-2:] != (fh, fw):
+                proj = F.interpolate(proj, size=(fh, fw), mode='bilinear', align_corners=False)
+            parts = []
+            if register[layer] is not None:
+                reg = lin(register[layer])
+                parts.append(reg if bridge.register_norms is None else ln(reg, bridge.register_norms[layer], 1e-6))
             if bridge.use_global_token:
-                parts.append(proj.mean(dim=(1, 2)).unsqueeze(1))
+                parts.append(proj.mean(dim=(2, 3)).unsqueeze(1))
             mg = torch.cat(parts, dim=1) if parts else None
-            fg = None
-            if bridge.use_fine_grained:
-                fg = proj.permute(0, 3, 1, 2)
-                if fg.shape[-2:] != (fh, fw):
-                    fg = F.interpolate(fg, size=(fh, fw), mode='bilinear', align_corners=False)
-                fg = fg.flatten(2).transpose(1, 2)
+            fg = proj.flatten(2).transpose(1, 2) if bridge.use_fine_grained else None
             tokens = reference_block(blk, tokens, mg, fg)
             layer += 1
-        feat = hsn.norms[j](tokens).transpose(1, 2).reshape(b, c, fh, fw)
+        feat = ln(tokens, hsn.norms[j], 1e-6).transpose(1, 2).reshape(b, c, fh, fw)
         outs.append(feat)
     outs = [o[..., :s[0], :s[1]] for o, s in zip(outs, stage_resolutions(h, w, m.strides))]
     if m.out_type == 'pooled':
-        return (outs[-1].mean(dim=(2, 3)),)
+        pooled = outs[-1].mean(dim=(2, 3))
+        if m.fc_norm is not None:
+            bn = m.fc_norm
+            pooled = F.batch_norm(pooled, bn.running_mean.clone(), bn.running_var.clone(),
+                                  training=bn.training, eps=1e-6)
+        return (pooled,)
     return tuple(outs[i] for i in m.out_indices)
 
 
@@ -334,20 +402,27 @@ def scramble_trainable(m: nn.Module, seed: int = 2) -> None:
 @pytest.mark.parametrize('kwargs', [dict(), dict(num_meta_tokens=2, kv_norm=True),
                                     dict(num_meta_tokens=0), dict(use_global_token=False),
                                     dict(use_fine_grained=False, out_indices=(1, 2)),
-                                    dict(out_type='pooled', share_bridge=False)])
-def test_fast_inference_equals_plain_forward(kwargs, monkeypatch):
+                                    dict(out_type='pooled', share_bridge=False),
+                                    dict(stem='conv_ln', register_norm=False),
+                                    dict(execution='parallel', out_type='pooled')])
+def test_forward_equals_plain_reference(kwargs):
     m = tiny_hst(**kwargs).eval()
     scramble_trainable(m)
+    if m.fc_norm is not None:
+        m.fc_norm.running_mean.normal_()
+        m.fc_norm.running_var.uniform_(0.5, 2.0)
+    stem_bn = m.side_network.stem.norm1
+    if isinstance(stem_bn, nn.BatchNorm2d):
+        stem_bn.running_mean.normal_()
+        stem_bn.running_var.uniform_(0.5, 2.0)
     x = torch.randn(2, 3, 70, 100)
     with torch.no_grad():
         want = reference_hst_forward(m, x)
-        for fused in (True, False):
-            monkeypatch.setattr(side_network_module, 'USE_FUSED_CPU_OPS', fused)
-            got = m(x)
-            assert len(got) == len(want)
-            for g, r in zip(got, want):
-                assert g.shape == r.shape
-                torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+        got = m(x)
+    assert len(got) == len(want)
+    for g, r in zip(got, want):
+        assert g.shape == r.shape
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
     with torch.inference_mode():
         for g, r in zip(m(x), want):
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
@@ -385,9 +460,6 @@ def test_folded_cross_attention_equals_standard_attention(num_tokens, qkv_bias):
     x, ctx = torch.randn(2, 30, 48), torch.randn(2, num_tokens, 48)
     want = reference_attention(attn, x, ctx)
     torch.testing.assert_close(attn(x, ctx), want, rtol=1e-5, atol=1e-5)
-    with torch.no_grad():
-        base = torch.randn(2, 30, 48)
-        torch.testing.assert_close(attn.add_to_(base.clone(), x, ctx), base + want, rtol=1e-5, atol=1e-5)
     # still a real attention over the tokens: softmax weights, not a mean
     if num_tokens > 1:
         assert not torch.allclose(want, reference_attention(attn, x, ctx.mean(1, keepdim=True).expand_as(ctx)))
@@ -638,8 +710,8 @@ def test_parameter_counts_vit_l():
         dense = HSTViT(vit_name='vit_large_patch16_224', embed_dims=[64, 128, 256, 384])
         cls = HSTViT(vit_name='vit_large_patch16_224', embed_dims=[32, 48, 64, 72])
     assert [len(s) for s in dense.side_network.stages] == [6, 6, 6, 6]
-    assert count_params(_Detector(dense))['Encoder']['trainable'] == 19_127_488
-    assert count_params(_Detector(cls))['Encoder']['trainable'] == 1_358_016
+    assert count_params(_Detector(dense))['Encoder']['trainable'] == 19_136_320
+    assert count_params(_Detector(cls))['Encoder']['trainable'] == 1_360_544
 
 
 def test_parameter_count_vit_pyramid_linear_probe():
@@ -647,3 +719,166 @@ def test_parameter_count_vit_pyramid_linear_probe():
     with torch.device('meta'):
         lp = ViTPyramid(finetune='linear_probe')
     assert count_params(_Detector(lp))['Encoder']['trainable'] == 3 * (768 * 768 * 4 + 768) + 2 * 768
+
+
+# --------------------------------------------------------------------------- the released model's choices
+def _trainable(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+def test_released_classification_count_and_what_each_option_changes():
+    """ViT-B/16 + [32, 48, 64, 72] + a 100-class head: 772,140 trainable, the released model's count.
+    Each option away from it changes the count by the amount worked out here by hand."""
+    with torch.device('meta'):
+        released = HSTViT(embed_dims=[32, 48, 64, 72], out_type='pooled')
+        assert _trainable(released) + 72 * 100 + 100 == 772_140
+        # stem: conv3x3 3->32 no bias (864) + BN (64) + conv2x2 32->32 (4096 + 32) + LN (64) = 5,120;
+        # conv_ln: conv3x3 3->16 (432 + 16) + LN (32) + conv3x3 16->32 (4608 + 32) + LN (64) = 5,184
+        assert _trainable(released.side_network.stem) == 5_120
+        conv_ln = HSTViT(embed_dims=[32, 48, 64, 72], out_type='pooled', stem='conv_ln')
+        assert _trainable(conv_ln) - _trainable(released) == 64
+        # one LayerNorm of d_j per ViT layer on the register token: 3 x 2 x (32 + 48 + 64 + 72)
+        no_ln = HSTViT(embed_dims=[32, 48, 64, 72], out_type='pooled', register_norm=False)
+        assert _trainable(released) - _trainable(no_ln) == 1_296
+        # heads, the pooled BatchNorm1d (no affine), eps, drop path and the token init: no parameters
+        for kw in (dict(num_heads=[1, 1, 2, 2]), dict(pooled_norm_cfg=None), dict(vit_drop_path_rate=0.0),
+                   dict(meta_token_init='trunc_normal')):
+            assert _trainable(HSTViT(embed_dims=[32, 48, 64, 72], out_type='pooled', **kw)) == _trainable(released), kw
+    # the paper-literal form of points 1-2 with the old heads: mmpeft's earlier count, 770,908
+    with torch.device('meta'):
+        old = HSTViT(embed_dims=[32, 48, 64, 72], out_type='pooled', stem='conv_ln', register_norm=False)
+    assert _trainable(old) + 7_300 == 770_908
+
+
+def test_released_layer_details():
+    m = tiny_hst()
+    hsn = m.side_network
+    stem = hsn.stem
+    assert (stem.conv1.kernel_size, stem.conv1.stride, stem.conv1.bias) == ((3, 3), (2, 2), None)
+    assert isinstance(stem.norm1, nn.BatchNorm2d) and isinstance(stem.act, nn.ReLU)
+    assert (stem.conv2.kernel_size, stem.conv2.stride) == ((2, 2), (2, 2)) and stem.conv2.bias is not None
+    assert stem.norm2.eps == 1e-5 and all(d.norm.eps == 1e-5 for d in hsn.downsamples)
+    blk = hsn.stages[0][0]
+    assert blk.norm1.eps == blk.norm2.eps == 1e-6 and all(n.eps == 1e-6 for n in hsn.norms)
+    assert all(n.eps == 1e-6 for n in m.bridge.register_norms)
+    # the stem's norm is configurable (SyncBN under DDP)
+    sync = tiny_hst(stem_norm_cfg=dict(type='SyncBN'))
+    assert isinstance(sync.side_network.stem.norm1, nn.SyncBatchNorm)
+    # conv weights: normal(0, sqrt(2 / fan_out)), fan_out = k * k * out_channels
+    torch.manual_seed(0)
+    big = HierarchicalSideNetwork([64, 128, 256, 384], [1, 1, 1, 1])
+    w = big.downsamples[2].proj.weight                       # 3 x 3 x 384 fan-out
+    assert w.std().item() == pytest.approx((2 / (9 * 384)) ** 0.5, rel=0.02)
+    assert w.mean().abs().item() < 0.01 * (2 / (9 * 384)) ** 0.5 * 10
+
+
+def test_meta_tokens_xavier_uniform_per_layer():
+    """Each layer's (1, 1, D) token is xavier-uniform: U(-a, a), a = sqrt(6 / (D + D))."""
+    torch.manual_seed(0)
+    m = HSTViT(vit_kwargs=dict(TINY_VIT, embed_dim=256, num_heads=4), embed_dims=TINY_DIMS)
+    t = m.meta_tokens.detach()
+    bound = (6 / (2 * 256)) ** 0.5
+    assert t.abs().max() <= bound and t.abs().max() > 0.9 * bound
+    assert t.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.1)
+    t2 = HSTViT(vit_kwargs=dict(TINY_VIT, embed_dim=256, num_heads=4), embed_dims=TINY_DIMS,
+                meta_token_init='trunc_normal').meta_tokens
+    assert t2.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_drop_path_applies_to_the_frozen_vit_too():
+    m = tiny_hst(drop_path_rate=0.3)
+    rates = [float(getattr(b.drop_path1, 'drop_prob', 0.0)) for b in m.vit.blocks]
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3])              # linear over the ViT's blocks
+    side = [float(b.drop_path.drop_prob) for s in m.side_network.stages for b in s if hasattr(b.drop_path, 'drop_prob')]
+    assert side == pytest.approx([0.1, 0.2, 0.3])                   # and over the Side blocks (first: 0)
+    m.train()
+    m(torch.randn(2, 3, 64, 64))
+    # in training the ViT's drop path is active, its frozen final norm and dropout are not
+    assert m.vit.blocks[3].drop_path1.training and not m.vit.norm.training and not m.vit.pos_drop.training
+    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(1)
+    a = m(x)[-1]
+    torch.manual_seed(2)
+    assert not torch.allclose(a, m(x)[-1])
+    # vit_drop_path_rate=0: the ViT stays deterministic while the Side blocks drop
+    still = tiny_hst(drop_path_rate=0.3, vit_drop_path_rate=0.0)
+    assert all(isinstance(b.drop_path1, nn.Identity) for b in still.vit.blocks)
+    with pytest.raises(ValueError, match='vit_drop_path_rate'):
+        tiny_hst(vit_kwargs=dict(TINY_VIT, drop_path_rate=0.1))
+
+
+def test_option_errors_are_named():
+    with pytest.raises(ValueError, match="stem 'conv' is not one of"):
+        tiny_hst(stem='conv')
+    with pytest.raises(ValueError, match="stem_channels applies to stem='conv_ln' only"):
+        tiny_hst(stem_channels=8)
+    with pytest.raises(ValueError, match="execution 'threads' is not one of"):
+        tiny_hst(execution='threads')
+    with pytest.raises(ValueError, match="meta_token_init 'zeros' is not one of"):
+        tiny_hst(meta_token_init='zeros')
+
+
+# --------------------------------------------------------------------------- parallel HST (Table 9)
+def test_parallel_equals_serial_forward_and_gradients():
+    serial = tiny_hst(out_indices=(0, 1, 2, 3))
+    parallel = tiny_hst(execution='parallel')
+    parallel.load_state_dict(serial.state_dict())
+    scramble_trainable(serial)
+    parallel.load_state_dict(serial.state_dict())
+    x = torch.randn(2, 3, 70, 100)
+    weights = None
+    grads = []
+    for m in (serial, parallel):
+        m.train()
+        outs = m(x)
+        weights = weights or [torch.randn(o.shape, generator=torch.Generator().manual_seed(5)) for o in outs]
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        grads.append(({n: p.grad for n, p in m.named_parameters() if p.requires_grad}, outs))
+    (g_s, o_s), (g_p, o_p) = grads
+    for a, b in zip(o_s, o_p):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+    assert set(g_s) == set(g_p)
+    for n in g_s:
+        torch.testing.assert_close(g_p[n], g_s[n], rtol=1e-5, atol=1e-6, msg=n)
+    # the running statistics of the stem's BatchNorm moved the same way
+    torch.testing.assert_close(parallel.side_network.stem.norm1.running_mean,
+                               serial.side_network.stem.norm1.running_mean)
+
+
+def test_parallel_keeps_the_callers_grad_mode_and_reports_errors():
+    m = tiny_hst(execution='parallel').eval()
+    with torch.no_grad():
+        outs = m(torch.randn(1, 3, 64, 64))
+    assert not any(o.requires_grad for o in outs)       # no graph built in the side thread
+    with torch.inference_mode():
+        assert all(o.is_inference() for o in m(torch.randn(1, 3, 64, 64)))
+    with pytest.raises(ValueError, match='smaller than one ViT patch'):
+        m(torch.randn(1, 3, 8, 8))
+    # an error in the side network's thread reaches the caller
+    m.side_network.stages[1][0].attn.q = nn.Linear(3, 3)
+    with pytest.raises(RuntimeError):
+        m(torch.randn(1, 3, 64, 64))
+
+
+# --------------------------------------------------------------------------- torch.compile
+def test_no_graph_breaks_and_compiled_matches_eager():
+    """One graph under dynamo, in training and eval, and the compiled model gives eager's values.
+    (aot_eager traces through AOTAutograd like inductor; inductor's C++ build of even the tiny model
+    takes minutes on the 2-core CI machine, the benchmark compares it.)"""
+    m = tiny_hst(drop_path_rate=0.0).train()
+    scramble_trainable(m)
+    x = torch.randn(2, 3, 64, 96)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(m)(x)
+    assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
+    # eval, fullgraph (any graph break is an error); parallel execution compiles as serial (threads
+    # are not traced)
+    m.eval()
+    par = tiny_hst(drop_path_rate=0.0, execution='parallel').eval()
+    par.load_state_dict(m.state_dict())
+    torch._dynamo.reset()
+    compiled = torch.compile(par, backend='aot_eager', fullgraph=True)
+    with torch.no_grad():
+        for a, b in zip(m(x), compiled(x)):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()

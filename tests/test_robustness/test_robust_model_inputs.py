@@ -88,7 +88,7 @@ def test_preprocessor_without_colour_swap_expects_as_many_channels_as_means():
 @pytest.mark.parametrize('channels', [1, 4])
 def test_vit_backbones_name_the_channel_count(channels):
     x = torch.zeros(1, channels, 32, 32)
-    for backbone in (HSTViT(vit_kwargs=TINY_VIT, embed_dims=[8, 8, 8, 8]),
+    for backbone in (HSTViT(vit_kwargs=TINY_VIT, embed_dims=[8, 8, 8, 8], num_heads=[1, 1, 1, 1]),
                      ViTPyramid(vit_kwargs=TINY_VIT, finetune='linear_probe')):
         name = type(backbone).__name__
         with pytest.raises(ValueError, match=rf'{name}: input has {channels} channel\(s\).*expects 3.*color'):

@@ -62,7 +62,10 @@ def _shrink(node):
 def _common(cfg: Config, work_dir: str, vit: dict, iters: int = 2) -> None:
     bb = cfg.model.backbone
     assert bb.type == 'HSTViT'
-    bb.update(vit_kwargs=vit, embed_dims=HST_DIMS, num_heads=[1, 1, 2, 2], init_cfg=None)
+    # no stochastic depth, and the side stem without BatchNorm: a few dozen iterations at batch 2 leave
+    # a BatchNorm's running statistics far from the batches' at test time (the released BN stem is
+    # tested in test_hst_vit.py); losses pinned below
+    bb.update(vit_kwargs=vit, embed_dims=HST_DIMS, num_heads=[1, 1, 2, 2], init_cfg=None, drop_path_rate=0.0, stem='conv_ln', stem_norm_cfg=None)
     for key in [k for k in cfg.model if k not in ('backbone', 'data_preprocessor', 'type')]:
         _shrink(cfg.model[key])
     cfg.work_dir = work_dir
@@ -192,10 +195,10 @@ def test_mask_rcnn_hst_train_then_test_on_tiny_coco(tmp_path):
     assert rows[-1]['loss_mask'] < 0.8 * rows[0]['loss_mask'], (rows[0], rows[-1])
     # measured once (OMP_NUM_THREADS 1 and 2 give the same); row 2 is the mean of iterations 1 and 2
     assert_pinned(rows, [
-        dict(zip(keys, (0.6911619305610657, 0.13957436382770538, 1.3642151355743408, 15.625,
-                        0.25587034225463867, 1.2619037628173828))),
-        dict(zip(keys, (0.6915244162082672, 0.1820332258939743, 1.363165259361267, 42.1875,
-                        0.34097346663475037, 1.1559060215950012)))])
+        dict(zip(keys, (0.6910179853439331, 0.1395638883113861, 1.366167664527893, 17.1875,
+                        0.18611779808998108, 1.3201563358306885))),
+        dict(zip(keys, (0.6913323998451233, 0.18260102719068527, 1.363170087337494, 43.75,
+                        0.3061167597770691, 1.185349464416504)))])
 
 
 def test_upernet_hst_train_then_test_on_tiny_ade20k_with_delta_checkpoint(tmp_path):
@@ -216,11 +219,11 @@ def test_upernet_hst_train_then_test_on_tiny_ade20k_with_delta_checkpoint(tmp_pa
     counts = np.bincount(labels[labels > 0])[1:]
     share = 100.0 * counts.max() / counts.sum()  # 40.35 here
     assert metrics['aAcc'] > share + 10 and metrics['mIoU'] > share / np.count_nonzero(counts) + 10, metrics
-    # and near what was measured (1 thread: 61.34 / 38.53 / 56.05; 2 threads: 61.42 / 38.69 / 56.17)
-    assert metrics == pytest.approx(dict(aAcc=61.34, mIoU=38.53, mAcc=56.05), abs=2.0)
+    # and near what was measured (2 threads: 54.84 / 32.63 / 50.47)
+    assert metrics == pytest.approx(dict(aAcc=54.84, mIoU=32.63, mAcc=50.47), abs=2.0)
     # measured once (OMP_NUM_THREADS 1 and 2 give the same); row 2 is the mean of iterations 1 and 2
     assert_pinned(rows, [dict(zip(('decode.loss_ce', 'aux.loss_ce'), v)) for v in (
-        (1.425277590751648, 0.5722137689590454), (2.010326564311981, 0.8054783344268799))])
+        (1.425721526145935, 0.5722817778587341), (2.007647931575775, 0.8057493269443512))])
     # reduce_zero_label: PNG values 1-3 are ADE classes 0-2 (wall, building, sky), which the
     # validation images hold (a per-class accuracy), while e.g. floor (PNG value 4) is absent (nan)
     for name in ('wall', 'building', 'sky'):

@@ -12,7 +12,7 @@ model = dict(
         vit_name='vit_base_patch16_224',
         embed_dims=[32, 48, 64, 72],  # Table 1, HSN-B (Cls)
         num_meta_tokens=1,
-        out_type='pooled',
+        out_type='pooled',  # mean of the last stage, then the released BatchNorm1d (no affine) fc_norm
         init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')),
     neck=None,
     head=dict(
@@ -21,9 +21,9 @@ model = dict(
         in_channels=72,
         loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
 
-optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4),
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.), 'meta_tokens': dict(decay_mult=0.)}))
+# every trainable tensor gets weight decay, the Meta-Register tokens and LayerNorms too, as in the
+# authors' training script
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=10, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=1e-8, by_epoch=True, begin=10, end=100),

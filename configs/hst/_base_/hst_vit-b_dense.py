@@ -19,7 +19,10 @@ hst_backbone = dict(
     embed_dims=[64, 128, 256, 384],  # Table 1, HSN-L (Det/Seg); the necks / heads take these widths
     num_heads=[2, 4, 8, 12],
     num_meta_tokens=1,
-    drop_path_rate=0.1,
+    # the released side stem's BatchNorm, synchronised over GPUs as mmdet / mmseg configs do for small
+    # per-GPU batches (mmengine reverts it to BatchNorm in a non-distributed run)
+    stem_norm_cfg=dict(type='SyncBN', requires_grad=True),
+    drop_path_rate=0.1,  # Side blocks and, as the authors' scripts do, the frozen ViT's blocks
     out_indices=(0, 1, 2, 3),
     init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth'))
 # no weight decay on LayerNorms (side network and the tuned ViT norms) and the meta tokens
