@@ -9,8 +9,9 @@ For ViT layer ``i`` feeding side-network stage ``j``:
 ``(B, h, w, D)``, ``W_j`` one linear ``D -> d_j`` shared by every ViT layer feeding stage ``j`` and by
 both branches (Linear Weight Sharing), and ``T`` bilinear resizing to the stage's ``H_j x W_j``,
 applied *after* the projection (resizing ``d_j`` rather than ``D`` channels; for the upsampled
-stride-4 / stride-8 stages this is the cheap order). The average of the projected, resized patch tokens is the "GlobalT" token (the
-released model averages after resizing; at integer size ratios that equals the average before).
+stride-4 / stride-8 stages this is the cheap order). The average of the projected, resized patch
+tokens is the "GlobalT" token (the released model averages after resizing; at integer size ratios that
+equals the average before).
 
 ``LN_i`` (``register_norm=True``, the released model's ``m_proj_norm{i+1}``) is a LayerNorm of width
 ``d_j`` per ViT layer on the projected Meta-Register tokens only, not on GlobalT; eq. 1 of the paper

@@ -65,7 +65,8 @@ def _common(cfg: Config, work_dir: str, vit: dict, iters: int = 2) -> None:
     # no stochastic depth, and the side stem without BatchNorm: a few dozen iterations at batch 2 leave
     # a BatchNorm's running statistics far from the batches' at test time (the released BN stem is
     # tested in test_hst_vit.py); losses pinned below
-    bb.update(vit_kwargs=vit, embed_dims=HST_DIMS, num_heads=[1, 1, 2, 2], init_cfg=None, drop_path_rate=0.0, stem='conv_ln', stem_norm_cfg=None)
+    bb.update(vit_kwargs=vit, embed_dims=HST_DIMS, num_heads=[1, 1, 2, 2], init_cfg=None, drop_path_rate=0.0,
+              stem='conv_ln', stem_norm_cfg=None)
     for key in [k for k in cfg.model if k not in ('backbone', 'data_preprocessor', 'type')]:
         _shrink(cfg.model[key])
     cfg.work_dir = work_dir
