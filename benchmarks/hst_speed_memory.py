@@ -30,9 +30,7 @@ printed against the baseline measured beside it:
 CPU numbers are not GPU numbers: the side network's stride-4 / stride-8 layers are skinny products
 (64-128 channels over thousands of tokens) and elementwise passes that are memory-bound on a CPU, and
 on a machine shared with other processes timings are noisy (``--threads``, the alternating order and
-the median limit that). ``--no-fused`` turns off the side network's fused oneDNN CPU kernels
-(``mmpeft.backbones.side_network.USE_FUSED_CPU_OPS``) for comparison; ``--profile`` prints the top
-operators of each model at the last batch size. Defaults are sized for a few minutes on a small CPU::
+the median limit that). ``--profile`` prints the top operators of each model at the last batch size. Defaults are sized for a few minutes on a small CPU::
 
     python benchmarks/hst_speed_memory.py --threads 2                          # ViT-B, train 192^2 x 2
     python benchmarks/hst_speed_memory.py --skip-train --infer-size 224 --infer-batches 1 32
@@ -49,7 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN_CONFIGS = {
@@ -79,8 +77,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--modes', nargs='+', default=list(TRAIN_CONFIGS), choices=list(TRAIN_CONFIGS))
     p.add_argument('--device', default='cuda' if _cuda() else 'cpu')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
-    p.add_argument('--no-fused', action='store_true',
-                   help='plain PyTorch ops in the side network (no fused oneDNN CPU kernels)')
     p.add_argument('--profile', action='store_true', help='print the top operators (inference)')
     p.add_argument('--skip-train', action='store_true')
     p.add_argument('--skip-infer', action='store_true')
@@ -105,17 +101,20 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _rss_now_mb() -> float:
+def rss_now_mb() -> float:
+    """The resident set of this process now, in MiB (Linux)."""
     with open('/proc/self/statm') as f:
         pages = int(f.read().split()[1])
     return pages * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """The peak resident set of this process so far, in MiB (Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so that a timer around it measures it."""
     import torch
     if device.startswith('cuda'):
         torch.cuda.synchronize()
@@ -126,8 +125,6 @@ def _setup(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import mmpeft  # noqa: F401
-    from mmpeft.backbones import side_network
-    side_network.USE_FUSED_CPU_OPS = not args.no_fused
 
 
 # --------------------------------------------------------------------------- workers (subprocesses)
@@ -185,7 +182,7 @@ def worker_train(mode: str, args) -> Dict[str, float]:
     model.train()
     if args.device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
-    rss_built = _rss_now_mb()
+    rss_built = rss_now_mb()
 
     def step():
         batch = model.data_preprocessor(copy.deepcopy(data), training=True)
@@ -197,13 +194,13 @@ def worker_train(mode: str, args) -> Dict[str, float]:
         step()
     times = []
     for _ in range(args.steps):
-        _sync(args.device)
+        sync(args.device)
         t0 = time.perf_counter()
         step()
-        _sync(args.device)
+        sync(args.device)
         times.append(time.perf_counter() - t0)
     out = dict(sec_per_step=statistics.median(times), sec_min=min(times), sec_max=max(times),
-               rss_built_mb=rss_built, peak_rss_mb=_peak_rss_mb(),
+               rss_built_mb=rss_built, peak_rss_mb=peak_rss_mb(),
                trainable_m=sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
     out['train_rise_mb'] = out['peak_rss_mb'] - rss_built
     if args.device.startswith('cuda'):
@@ -250,10 +247,10 @@ def worker_infer(args) -> Dict[str, Dict[str, float]]:
             order = list(models)
             for i in range(args.infer_iters):
                 for k in (order if i % 2 == 0 else order[::-1]):  # alternate who goes first
-                    _sync(args.device)
+                    sync(args.device)
                     t0 = time.perf_counter()
                     models[k](x)
-                    _sync(args.device)
+                    sync(args.device)
                     times[k].append(time.perf_counter() - t0)
         for k, ts in times.items():
             out[k][f'imgs_per_s_bs{b}'] = b / statistics.median(ts)
@@ -271,14 +268,20 @@ def worker_infer(args) -> Dict[str, Dict[str, float]]:
 
 
 # --------------------------------------------------------------------------- driver
-def _spawn(kind: str, name: str, argv: List[str]):
-    cmd = [sys.executable, osp.abspath(__file__), *argv, '--worker', f'{kind}:{name}']
+def spawn_worker(script: str, kind: str, name: str, argv: List[str]) -> Tuple[dict, str]:
+    """Run ``python SCRIPT ARGV --worker KIND:NAME`` in a fresh process (so its peak memory is its
+    own) and return the JSON it printed on its last ``RESULT `` line, and its ``--profile`` output."""
+    cmd = [sys.executable, script, *argv, '--worker', f'{kind}:{name}']
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith('RESULT ')]
     if res.returncode or not lines:
         raise RuntimeError(f'{kind} run {name!r} failed (exit {res.returncode}):\n{res.stderr[-3000:]}')
     profile = res.stderr[res.stderr.find('\n### profile'):] if '\n### profile' in res.stderr else ''
     return json.loads(lines[-1][len('RESULT '):]), profile
+
+
+def _spawn(kind: str, name: str, argv: List[str]):
+    return spawn_worker(osp.abspath(__file__), kind, name, argv)
 
 
 def main(argv=None) -> None:
@@ -292,8 +295,7 @@ def main(argv=None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     depth = args.vit_depth or 12
-    print(f'device {args.device}; ViT-B/16 with {depth} layers; torch threads {args.threads or "default"}; '
-          f'side-network fused CPU kernels {"off (--no-fused)" if args.no_fused else "on where available"}')
+    print(f'device {args.device}; ViT-B/16 with {depth} layers; torch threads {args.threads or "default"}')
     results = {}
     if not args.skip_train:
         h, w = args.size
