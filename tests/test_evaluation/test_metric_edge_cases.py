@@ -21,20 +21,28 @@ def _evaluate(metric: MultiTaskDenseMetric, samples) -> dict:
     return metric.evaluate(len(samples))
 
 
-def test_saliency_pixel_exactly_at_the_threshold_is_not_salient():
-    # The literature's evaluation binarises with pred > t. At t = 0.5:
-    #   pred [0.5, 0.6, 0.4, 0.5], gt [1, 1, 0, 0] -> salient [F, T, F, F]
-    #   tp = 1, fp = 0, fn = 1: IoU = 1 / 2; P = 1, R = 1/2, F = 1.3 * 0.5 / (0.3 + 0.5) = 0.8125
-    # (with pred >= t: tp = 2, fp = 1, fn = 0, IoU = 2/3, F = 1.3 * 2/3 / (0.2 + 1) = 0.7222)
-    m = MultiTaskDenseMetric(sal_thresholds=[0.5], single_task_baselines=None)
-    res = _evaluate(m, [_sample(gt_sal=[[1, 1, 0, 0]], pred_sal=[[0.5, 0.6, 0.4, 0.5]])])
+def test_saliency_pixel_exactly_at_the_threshold():
+    # The literature's maxIoU (and its per-image maxF meter) binarise with pred > t, the ATRC maxF
+    # (pooled, the default) with pred >= t. At t = 0.5, pred [0.5, 0.6, 0.4, 0.5], gt [1, 1, 0, 0]:
+    #   pred > t:  salient [F, T, F, F]: tp = 1, fp = 0, fn = 1: IoU = 1/2; P = 1, R = 1/2
+    #              per-image F (b2 = 1) = 2 * 1 * 0.5 / 1.5 = 2/3
+    #   pred >= t: salient [T, T, F, T]: tp = 2, fp = 1, fn = 0: P = 2/3, R = 1
+    #              pooled F (b2 = 0.3) = 1.3 * 2/3 / (0.2 + 1) = 0.7222
+    gt, pred = [[1, 1, 0, 0]], [[0.5, 0.6, 0.4, 0.5]]
+    m = MultiTaskDenseMetric(sal_iou_thresholds=[0.5], sal_f_thresholds=[0.5], single_task_baselines=None)
+    res = _evaluate(m, [_sample(gt_sal=gt, pred_sal=pred)])
     assert res['sal/maxIoU'] == pytest.approx(50.0)
-    assert res['sal/maxF'] == pytest.approx(81.25)
+    assert res['sal/maxF'] == pytest.approx(1.3 * 2 / 3 / 1.2 * 100)
+    m = MultiTaskDenseMetric(sal_maxf='per_image', sal_iou_thresholds=[0.5], sal_f_thresholds=[0.5],
+                             single_task_baselines=None)
+    res = _evaluate(m, [_sample(gt_sal=gt, pred_sal=pred)])
+    assert res['sal/maxIoU'] == pytest.approx(50.0)
+    assert res['sal/maxF'] == pytest.approx(200 / 3)
 
 
 def test_saliency_ignored_pixels_do_not_count():
     # gt 255 is not scored even when predicted salient: tp = 1, fp = 0, fn = 0 -> IoU 1, F 1.
-    m = MultiTaskDenseMetric(sal_thresholds=[0.5], single_task_baselines=None)
+    m = MultiTaskDenseMetric(sal_iou_thresholds=[0.5], sal_f_thresholds=[0.5], single_task_baselines=None)
     res = _evaluate(m, [_sample(gt_sal=[[1, 255, 0]], pred_sal=[[0.9, 0.9, 0.1]])])
     assert res['sal/maxIoU'] == pytest.approx(100.0)
     assert res['sal/maxF'] == pytest.approx(100.0)

@@ -38,10 +38,11 @@ def test_semseg_miou_accumulates_a_confusion_matrix():
     # Per-image means would differ: accumulation over the dataset is what is reported.
 
 
-def test_absent_classes_are_left_out_of_the_mean():
+def test_absent_classes_are_left_out_of_the_mean_when_skipped():
     # 4 classes, only 0 and 1 ever appear. Confusion: gt0->0: 1, gt1->0: 1, gt1->1: 1
     # IoU0 = 1/(1+2-1) = 1/2, IoU1 = 1/(2+1-1) = 1/2 -> 50 (classes 2, 3 have no IoU, not 0)
-    m = MultiTaskDenseMetric(num_classes=dict(semseg=4), single_task_baselines=None)
+    # (the default, miou_absent='zero', gives 25: test_metric_literature_parity.py)
+    m = MultiTaskDenseMetric(num_classes=dict(semseg=4), miou_absent='skip', single_task_baselines=None)
     res = evaluate(m, [sample(gt_semseg=[[0, 1]], pred_semseg=[[0, 0]]),
                        sample(gt_semseg=[[1]], pred_semseg=[[1]])])
     assert res == pytest.approx({'semseg/mIoU': 50.0})
@@ -60,16 +61,18 @@ def test_out_of_range_prediction_and_shape_mismatch_raise():
 
 
 def test_person_less_images_add_nothing_to_parts():
-    # image with a person: gt [[0,1,2]] pred [[0,1,1]] -> IoU0 1, IoU1 1/2, IoU2 0 -> 50
+    # 3 part classes; image with a person: gt [[0,1,2]] pred [[0,1,1]] -> IoU0 1, IoU1 1/2, IoU2 0 -> 50
     with_person = sample(gt_parts=[[0, 1, 2]], pred_parts=[[0, 1, 1]])
-    no_person = sample(gt_parts=[[255, 255, 255]], pred_parts=[[3, 4, 5]])
-    only = evaluate(MultiTaskDenseMetric(single_task_baselines=None), [with_person])
-    both = evaluate(MultiTaskDenseMetric(single_task_baselines=None), [with_person, no_person])
+    no_person = sample(gt_parts=[[255, 255, 255]], pred_parts=[[1, 2, 2]])
+    kw = dict(num_classes=dict(parts=3), single_task_baselines=None)
+    only = evaluate(MultiTaskDenseMetric(**kw), [with_person])
+    both = evaluate(MultiTaskDenseMetric(**kw), [with_person, no_person])
     assert only == pytest.approx({'parts/mIoU': 50.0}) and both == only
 
 
 def test_saliency_max_iou_and_max_f_by_hand():
-    # thresholds 0.3 and 0.6; a pixel is salient when pred > t
+    # thresholds 0.3 and 0.6 for both; a pixel is salient when pred > t (maxIoU) or pred >= t
+    # (maxF, pooled): no pixel lies on a threshold, so the two agree here
     # image A: gt [1,1,0,0]  pred [0.9,0.5,0.4,0.1]
     #   t=.3: pred+ {0,1,2}: tp2 fp1 fn0 -> IoU 2/3;  t=.6: {0}: tp1 fp0 fn1 -> IoU 1/2
     # image B: gt [0,0,255]  pred [0.2,0.7,0.9]   (third pixel ignored)
@@ -78,7 +81,8 @@ def test_saliency_max_iou_and_max_f_by_hand():
     # mean IoU: t=.3 (2/3+0+1)/3 = 5/9, t=.6 (1/2+0+1)/3 = 1/2 -> maxIoU 5/9
     # dataset counts: t=.3 tp2 fp2 fn0 -> P 1/2 R 1; t=.6 tp1 fp1 fn1 -> P 1/2 R 1/2
     # F(b2=.3) = 1.3 P R / (.3 P + R): t=.3 0.65/1.15, t=.6 0.325/0.65 = 0.5 -> maxF 0.65/1.15
-    m = MultiTaskDenseMetric(sal_thresholds=[0.3, 0.6], single_task_baselines=None)
+    m = MultiTaskDenseMetric(sal_iou_thresholds=[0.3, 0.6], sal_f_thresholds=[0.3, 0.6],
+                             single_task_baselines=None)
     res = evaluate(m, [sample(gt_sal=[[1, 1, 0, 0]], pred_sal=[[0.9, 0.5, 0.4, 0.1]]),
                        sample(gt_sal=[[0, 0, 255]], pred_sal=[[0.2, 0.7, 0.9]]),
                        sample(gt_sal=[[0, 0]], pred_sal=[[0.1, 0.2]])])
@@ -87,13 +91,15 @@ def test_saliency_max_iou_and_max_f_by_hand():
 
 def test_saliency_default_thresholds_and_all_ignored_image():
     m = MultiTaskDenseMetric(single_task_baselines=None)
-    np.testing.assert_allclose(m.sal_thresholds, np.arange(15) * 0.05 + 0.2)
+    np.testing.assert_allclose(m.sal_iou_thresholds, np.arange(15) * 0.05 + 0.2)
     # 0.22 is salient only at t=0.2; 0.88 up to t=0.85: best is a t in (0.22, 0.88): IoU 1
+    # (maxF: 0.05 ... 0.95, a t in (0.22, 0.88] is perfect too)
     res = evaluate(m, [sample(gt_sal=[[1, 0]], pred_sal=[[0.88, 0.22]]),
                        sample(gt_sal=[[255, 255]], pred_sal=[[1.0, 1.0]])])   # skipped
     assert res == pytest.approx({'sal/maxIoU': 100.0, 'sal/maxF': 100.0})
-    # with a prediction that is never above any threshold the IoU is 0 everywhere
-    res = evaluate(m, [sample(gt_sal=[[1, 0]], pred_sal=[[0.1, 0.0]])])
+    # with a prediction below every threshold (maxIoU's lowest is 0.2, maxF's 0.05) the IoU is 0
+    # everywhere and nothing is predicted: P = R = 0 -> F = 0
+    res = evaluate(m, [sample(gt_sal=[[1, 0]], pred_sal=[[0.04, 0.0]])])
     assert res == pytest.approx({'sal/maxIoU': 0.0, 'sal/maxF': 0.0})
 
 
@@ -168,9 +174,10 @@ def test_through_evaluator_with_subset_of_tasks():
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmseg'):
         evaluator = Evaluator(dict(type='MultiTaskDenseMetric', tasks=['sal', 'parts'],
+                                   num_classes=dict(parts=2),
                                    single_task_baselines=dict(sal=50.0, parts=40.0)))
     # sal: right at every threshold in (0.05, 0.95) -> 100
-    # parts: gt [0,1,1] pred [0,1,0]: IoU0 = 1/(1+2-1) = 1/2, IoU1 = 1/(2+1-1) = 1/2 -> 50
+    # parts (2 classes): gt [0,1,1] pred [0,1,0]: IoU0 = 1/(1+2-1) = 1/2, IoU1 = 1/(2+1-1) = 1/2 -> 50
     s = sample(gt_sal=[[1, 0]], pred_sal=[[0.95, 0.05]], gt_parts=[[0, 1, 1]],
                pred_parts=[[0, 1, 0]], gt_semseg=[[0]], pred_semseg=[[1]])   # semseg not asked
     evaluator.process([s], None)
