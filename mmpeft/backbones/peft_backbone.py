@@ -65,6 +65,7 @@ def PEFTBackbone(backbone: dict, method: Optional[dict] = None,
     if pretrained is not None:
         backbone = _pass_pretrained(backbone, pretrained)
     model = _build_checking_out_indices(backbone)
+    _numpy_scalars_to_python(model)
     plain_params = {id(p) for p in model.parameters()}
     # under the toolbox's scope, mmengine would look for that scope in the method registry and log
     # a failed search for every build; methods live in mmpeft's own scope
@@ -179,6 +180,27 @@ def _build_checking_out_indices(backbone: dict) -> nn.Module:
         if indices is not None and not all(0 <= i < stages[0] for i in indices):
             raise _out_indices_error(backbone.get('type'), _as_indices(asked) or indices, stages)
     return model
+
+
+def _numpy_scalars_to_python(model: nn.Module) -> List[str]:
+    """Replace numpy scalar attributes of ``model``'s modules by the equal Python numbers, in place.
+
+    mmpretrain's ``VisionTransformer`` gives each layer's ``DropPath`` its ``drop_prob`` from
+    ``np.linspace``, a ``np.float64``. ``torch.compile`` traces a numpy scalar as a tensor, so mmcv's
+    ``if drop_prob == 0. or not training`` becomes data-dependent control flow: two graph breaks per
+    layer, in training and in eval. A Python float is a compile-time constant; its value is the same.
+
+    Returns:
+        The changed attributes, as ``module.attribute`` names.
+    """
+    import numpy as np
+    changed = []
+    for name, m in model.named_modules():
+        for attr, value in list(vars(m).items()):
+            if isinstance(value, (np.floating, np.integer, np.bool_)):
+                vars(m)[attr] = value.item()  # a plain attribute: not a parameter, buffer or module
+                changed.append(f'{name}.{attr}' if name else attr)
+    return changed
 
 
 def _as_indices(x) -> Optional[List[int]]:
