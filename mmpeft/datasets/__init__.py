@@ -7,9 +7,14 @@ from .pascal_context_mt import SEMSEG_CLASSES, PascalContextMultiTaskDataset  # 
 from .pascal_part import PART_CLASSES, PERSON_PART_GROUPS, read_human_parts  # noqa: E402
 from .synthetic_pascal_mt import generate_synthetic_pascal_mt  # noqa: E402
 from .transforms import *  # noqa: F401,F403,E402
-from .vtab1k import VTAB1kDataset  # noqa: E402
+from .vtab1k import VTAB1K_GROUPS, VTAB1K_NUM_CLASSES, VTAB1K_TASKS, VTAB1kDataset  # noqa: E402
+# FGVC from the VPT release's JSON splits (full CIFAR-100: mmpretrain's CIFAR100)
+from .fgvc import (CUB200Dataset, FGVCJsonDataset, NABirdsDataset, OxfordFlowersDataset,  # noqa: E402
+                   StanfordCarsDataset, StanfordDogsDataset)
 
 __all__ += [
     'PascalContextMultiTaskDataset', 'SEMSEG_CLASSES', 'PART_CLASSES', 'PERSON_PART_GROUPS',
-    'read_human_parts', 'generate_synthetic_pascal_mt', 'VTAB1kDataset'
+    'read_human_parts', 'generate_synthetic_pascal_mt', 'VTAB1kDataset', 'VTAB1K_TASKS', 'VTAB1K_GROUPS',
+    'VTAB1K_NUM_CLASSES', 'FGVCJsonDataset', 'CUB200Dataset', 'NABirdsDataset', 'OxfordFlowersDataset',
+    'StanfordDogsDataset', 'StanfordCarsDataset'
 ]

@@ -13,14 +13,24 @@ Each list line is ``<path relative to the task folder> <integer label>``; the pa
 ``train800val200`` and are evaluated on ``test``.
 """
 import os.path as osp
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from mmengine.fileio import get_local_path
 from mmpretrain.datasets import BaseDataset
 
 from ..registry import DATASETS
 
-# number of classes of the 19 VTAB-1k tasks, by their usual folder names
+# the 19 VTAB-1k tasks by their usual folder names, in the column order of the papers' tables (HST
+# Table 2, VPT, NOAH), by group; the reported means are per group, then over the three groups
+VTAB1K_GROUPS: Dict[str, Tuple[str, ...]] = {
+    'natural': ('cifar', 'caltech101', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn', 'sun397'),
+    'specialized': ('patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy'),
+    'structured': ('clevr_count', 'clevr_dist', 'dmlab', 'kitti', 'dsprites_loc', 'dsprites_ori',
+                   'smallnorb_azi', 'smallnorb_ele'),
+}
+VTAB1K_TASKS: Tuple[str, ...] = sum(VTAB1K_GROUPS.values(), ())
+
+# number of classes of each task
 VTAB1K_NUM_CLASSES: Dict[str, int] = {
     'cifar': 100, 'caltech101': 102, 'dtd': 47, 'oxford_flowers102': 102, 'oxford_iiit_pet': 37,
     'svhn': 10, 'sun397': 397,

@@ -693,7 +693,7 @@ def test_parameter_counts_vit_b():
     cls = count_params(_Detector(HSTViT(embed_dims=[32, 48, 64, 72])))
     # exact: the pinned counts of the configs these backbones come from (re-pin with
     # tools/dev/update_counts.py); below them, the paper's figures within a documented band
-    assert cls['Encoder'] == PINNED['configs/hst/vit-b_hst_vtab1k-cifar100.py']['Encoder']
+    assert cls['Encoder'] == PINNED['configs/hst/vtab1k/vit-b_hst_vtab1k-cifar100.py']['Encoder']
     assert cls['Encoder']['trainable'] == pytest.approx(0.765e6, rel=0.02)
     assert cls['Encoder']['total'] == pytest.approx(86.6e6, rel=0.01)  # 85.8M ViT-B + HST
     dense = count_params(_Detector(HSTViT(embed_dims=[64, 128, 256, 384]),

@@ -161,7 +161,10 @@ TABLES: Dict[str, Tuple[str, str, List[List[Cell]]]] = {
          '0.41 / 2.96'],
     ]),
     'hst': ('| config | Encoder / All (ours) | paper (All) |', '| --- | ---: | ---: |', [
-        ['HST ViT-B, classification dims (VTAB-1k CIFAR-100)', Ours(_h('vit-b_hst_vtab1k-cifar100.py')), '0.78'],
+        ['HST ViT-B, classification dims (VTAB-1k CIFAR-100)', Ours(_h('vtab1k/vit-b_hst_vtab1k-cifar100.py')),
+         '0.78'],
+        ['HST-S ViT-B, side dims [20, 24, 32, 36] (VTAB-1k CIFAR-100)',
+         Ours(_h('vtab1k/vit-b_hst-s_vtab1k-cifar100.py')), '0.28'],
         ['HST ViT-B + Mask R-CNN 1x', Ours(_h('mask-rcnn_vit-b_hst_1x_coco.py')), '30.6'],
         ['HST ViT-B + Cascade Mask R-CNN 3x', Ours(_h('cascade-mask-rcnn_vit-b_hst_3x-ms_coco.py')), '68.4'],
         ['HST ViT-B + ATSS 3x', Ours(_h('atss_vit-b_hst_3x-ms_coco.py')), '18.5'],

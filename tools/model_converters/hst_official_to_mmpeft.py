@@ -9,7 +9,7 @@ timm style), or a bare state dict, in the released key layout (``m_patch_embed1.
 :mod:`mmpeft.backbones.hst_official_checkpoint`). Every key is used; a leftover or missing key is an
 error naming it. The architecture read off the tensors is printed, to compare with your config.
 
-With ``--config`` (e.g. ``configs/hst/vit-b_hst_vtab1k-cifar100.py``) the config's model is built and
+With ``--config`` (e.g. ``configs/hst/vtab1k/vit-b_hst_vtab1k-cifar100.py``) the config's model is built and
 the converted weights must load into it strictly: a missing / unexpected key or a shape mismatch is
 an error naming the keys, the shapes and the config option to change (``model.head.num_classes``,
 ``model.backbone.embed_dims`` ...). The model is not initialised, so its ``init_cfg`` file need not exist.
