@@ -1,8 +1,20 @@
-"""Fixes for the pinned stack (torch 2.13, mmengine 0.10.7), applied once on ``import mmpeft``.
+"""Fixes for the pinned stack (torch 2.13, mmengine 0.10.7), applied on ``import mmpeft``, each by name.
+
+``import mmpeft`` applies every fix in :data:`FIXES` and says so in one log line naming them. Each can
+be switched off by name before the import, ``MMPEFT_DISABLE_FIXES=optimizer_drops_frozen,cpu_ddp``
+(comma-separated; ``all`` for every one; an unknown name is an error listing the known ones), or
+undone later with :func:`revert` (``mmpeft.utils.compat.revert('optimizer_drops_frozen')``); every
+fix keeps what it replaced, so reverting restores mmengine's own functions. The names, in order:
+
+``safe_checkpoint_load`` (1), ``atomic_writes`` (2: the file backend), ``resume_fallback`` (2:
+``last_checkpoint`` and the resume search), ``delta_checkpoints`` (3), ``optimizer_drops_frozen`` (4;
+also available without the global change as the registered
+:class:`~mmpeft.utils.optim_constructor.TrainableOnlyOptimWrapperConstructor`), ``cpu_ddp`` and
+``cpu_dist_init`` (5).
 
 1. ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, and mmengine 0.10.7 loads its own
    checkpoints (which pickle ``HistoryBuffer``, numpy arrays / scalars ...) with a plain ``torch.load``:
-   ``resume=True`` and ``load_from`` fail. mmengine's checkpoint module and its hub helper get a
+   ``resume=True`` and ``load_from`` fail. mmengine's checkpoint module gets a
    ``torch`` whose ``load`` is :func:`mmpeft.utils.checkpoint_io.load_checkpoint_file`: still
    ``weights_only=True`` (a checkpoint cannot run code), with exactly the types mmengine checkpoints
    hold allow-listed for that load; a refused type, an empty, truncated or non-checkpoint file is an
@@ -41,11 +53,9 @@ import os
 import os.path as osp
 import tempfile
 import types
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-
-_APPLIED = False
-
 
 class _TorchWithSafeLoad(types.ModuleType):
     """A stand-in for the ``torch`` module whose ``load`` is mmpeft's allow-listed loader."""
@@ -84,15 +94,27 @@ def _atomic_write(data, filepath, mode: str, encoding=None) -> None:
         raise
 
 
-def _patch_torch_load() -> None:
+def _set(obj, name: str, value) -> Callable[[], None]:
+    """``setattr(obj, name, value)``; returns the undo (what was there is put back)."""
+    old = obj.__dict__[name] if isinstance(obj, type) else getattr(obj, name)
+    setattr(obj, name, value)
+    return lambda: setattr(obj, name, old)
+
+
+def _undo_all(undos: List[Callable[[], None]]) -> Callable[[], None]:
+    def undo() -> None:
+        for u in reversed(undos):
+            u()
+    return undo
+
+
+def _patch_torch_load() -> Callable[[], None]:
     from mmengine.runner import checkpoint as ckpt_mod
-    from mmengine.utils.dl_utils import hub as hub_mod
-    shim = _TorchWithSafeLoad()
-    ckpt_mod.torch = shim
-    hub_mod.torch = shim
+    # (mmengine's hub helper loads through torch.hub under torch >= 1.7: nothing of it to patch)
+    return _set(ckpt_mod, 'torch', _TorchWithSafeLoad())
 
 
-def _patch_atomic_put() -> None:
+def _patch_atomic_put() -> Callable[[], None]:
     from mmengine.fileio.backends.local_backend import LocalBackend
 
     def put(self, obj: bytes, filepath) -> None:
@@ -101,8 +123,7 @@ def _patch_atomic_put() -> None:
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
         _atomic_write(obj, filepath, 'w', encoding=encoding)
 
-    LocalBackend.put = put
-    LocalBackend.put_text = put_text
+    return _undo_all([_set(LocalBackend, 'put', put), _set(LocalBackend, 'put_text', put_text)])
 
 
 class _AtomicTextWriter(io.StringIO):
@@ -124,7 +145,7 @@ def _open_atomic_writes(file, mode='r', *args, **kwargs):
     return open(file, mode, *args, **kwargs)
 
 
-def _patch_last_checkpoint() -> None:
+def _patch_last_checkpoint() -> Callable[[], None]:
     from mmengine.hooks import checkpoint_hook
     from mmengine.runner import checkpoint as ckpt_mod
     from mmengine.runner import runner as runner_mod
@@ -132,11 +153,13 @@ def _patch_last_checkpoint() -> None:
     from .work_dir import find_resume_checkpoint
     # the module's only ``open`` is its write of work_dir/last_checkpoint
     checkpoint_hook.open = _open_atomic_writes
-    runner_mod.find_latest_checkpoint = find_resume_checkpoint
-    ckpt_mod.find_latest_checkpoint = find_resume_checkpoint
+    undos = [lambda: checkpoint_hook.__dict__.pop('open', None),
+             _set(runner_mod, 'find_latest_checkpoint', find_resume_checkpoint),
+             _set(ckpt_mod, 'find_latest_checkpoint', find_resume_checkpoint)]
+    return _undo_all(undos)
 
 
-def _patch_delta_loading() -> None:
+def _patch_delta_loading() -> Callable[[], None]:
     from mmengine.runner.checkpoint import CheckpointLoader
 
     from .checkpoint_io import CheckpointMismatchError, strict_loading_source
@@ -152,7 +175,7 @@ def _patch_delta_loading() -> None:
                 load_fn=lambda f: original(cls, f, map_location, logger))
         return checkpoint
 
-    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
+    undos = [_set(CheckpointLoader, 'load_checkpoint', classmethod(load_checkpoint))]
 
     from mmengine.runner import runner as runner_mod
     original_to_model = runner_mod._load_checkpoint_to_model
@@ -172,7 +195,8 @@ def _patch_delta_loading() -> None:
             source, fix = strict_source
             raise CheckpointMismatchError(f'checkpoint {source} does not fit this model: {e}\n{fix}') from None
 
-    runner_mod._load_checkpoint_to_model = _load_checkpoint_to_model
+    undos.append(_set(runner_mod, '_load_checkpoint_to_model', _load_checkpoint_to_model))
+    return _undo_all(undos)
 
 
 class _DropFrozenWarnings(logging.Filter):
@@ -180,34 +204,41 @@ class _DropFrozenWarnings(logging.Filter):
         return 'is skipped since its requires_grad=False' not in record.getMessage()
 
 
-def _patch_optimizer_constructor() -> None:
+def build_trainable_only(original: Callable, constructor, model):
+    """``original(constructor, model)`` (mmengine's default optimizer-wrapper construction) with the
+    parameters frozen at that time left out of the optimizer, and one summary line instead of one
+    warning per frozen parameter."""
     from mmengine.logging import MMLogger, print_log
-    from mmengine.optim import DefaultOptimWrapperConstructor
 
     from ..peft.policy import restrict_optimizer
+    logger = MMLogger.get_current_instance()
+    filt = _DropFrozenWarnings()
+    logger.addFilter(filt)
+    try:
+        optim_wrapper = original(constructor, model)
+    finally:
+        logger.removeFilter(filt)
+    removed = restrict_optimizer(optim_wrapper.optimizer)
+    module = model.module if hasattr(model, 'module') else model
+    n_frozen = sum(1 for p in module.parameters() if not p.requires_grad)
+    if n_frozen:
+        print_log(f'optimizer: {n_frozen} frozen parameter tensors left out '
+                  f'({removed} removed after construction)', logger='current')
+    return optim_wrapper
+
+
+def _patch_optimizer_constructor() -> Callable[[], None]:
+    from mmengine.optim import DefaultOptimWrapperConstructor
     original = DefaultOptimWrapperConstructor.__call__
 
     @functools.wraps(original)
     def __call__(self, model):
-        logger = MMLogger.get_current_instance()
-        filt = _DropFrozenWarnings()
-        logger.addFilter(filt)
-        try:
-            optim_wrapper = original(self, model)
-        finally:
-            logger.removeFilter(filt)
-        removed = restrict_optimizer(optim_wrapper.optimizer)
-        module = model.module if hasattr(model, 'module') else model
-        n_frozen = sum(1 for p in module.parameters() if not p.requires_grad)
-        if n_frozen:
-            print_log(f'optimizer: {n_frozen} frozen parameter tensors left out '
-                      f'({removed} removed after construction)', logger='current')
-        return optim_wrapper
+        return build_trainable_only(original, self, model)
 
-    DefaultOptimWrapperConstructor.__call__ = __call__
+    return _set(DefaultOptimWrapperConstructor, '__call__', __call__)
 
 
-def _patch_cpu_ddp() -> None:
+def _patch_cpu_ddp() -> Callable[[], None]:
     from mmengine.model import MMDistributedDataParallel
     original = MMDistributedDataParallel.__init__
 
@@ -218,10 +249,10 @@ def _patch_cpu_ddp() -> None:
             kwargs['device_ids'] = None
         original(self, module=module, detect_anomalous_params=detect_anomalous_params, **kwargs)
 
-    MMDistributedDataParallel.__init__ = __init__
+    return _set(MMDistributedDataParallel, '__init__', __init__)
 
 
-def _patch_cpu_dist_init() -> None:
+def _patch_cpu_dist_init() -> Callable[[], None]:
     from mmengine.dist import utils as dist_utils
     original = dist_utils._init_dist_pytorch
 
@@ -236,22 +267,76 @@ def _patch_cpu_dist_init() -> None:
             raise ValueError(f'init_backend={init_backend!r} needs CUDA; only "torch" runs on CPU')
         torch.distributed.init_process_group(backend=backend, **kwargs)
 
-    dist_utils._init_dist_pytorch = _init_dist_pytorch
+    return _set(dist_utils, '_init_dist_pytorch', _init_dist_pytorch)
 
 
-def apply() -> None:
-    """Apply every fix once (idempotent)."""
-    global _APPLIED
-    if _APPLIED:
-        return
-    _patch_torch_load()
-    _patch_atomic_put()
-    _patch_last_checkpoint()
-    _patch_delta_loading()
-    _patch_optimizer_constructor()
-    _patch_cpu_ddp()
-    _patch_cpu_dist_init()
-    _APPLIED = True
+class Fix(NamedTuple):
+    name: str
+    summary: str
+    patch: Callable[[], Callable[[], None]]  # applies the fix, returns its undo
+
+
+FIXES: Tuple[Fix, ...] = (
+    Fix('safe_checkpoint_load', 'mmengine loads checkpoints with torch.load(weights_only=True) and an '
+        'allow-list', _patch_torch_load),
+    Fix('atomic_writes', "mmengine's local file backend writes files atomically", _patch_atomic_put),
+    Fix('resume_fallback', 'last_checkpoint is written atomically and resume falls back to the newest '
+        'complete checkpoint', _patch_last_checkpoint),
+    Fix('delta_checkpoints', 'delta checkpoints are expanded wherever mmengine loads a checkpoint',
+        _patch_delta_loading),
+    Fix('optimizer_drops_frozen', "the default optimizer constructor leaves frozen parameters out",
+        _patch_optimizer_constructor),
+    Fix('cpu_ddp', 'DDP wraps CPU models without device_ids', _patch_cpu_ddp),
+    Fix('cpu_dist_init', 'torchrun initialisation without CUDA uses gloo', _patch_cpu_dist_init),
+)
+DISABLE_ENV = 'MMPEFT_DISABLE_FIXES'
+#: name -> undo of every fix applied now
+_UNDO: Dict[str, Callable[[], None]] = {}
+
+
+def _names_from_env() -> List[str]:
+    raw = [n.strip() for n in os.environ.get(DISABLE_ENV, '').split(',') if n.strip()]
+    if raw == ['all']:
+        return [f.name for f in FIXES]
+    known = [f.name for f in FIXES]
+    unknown = [n for n in raw if n not in known]
+    if unknown:
+        raise ValueError(f'{DISABLE_ENV}={os.environ[DISABLE_ENV]!r}: unknown fix name(s) {unknown}; the fixes '
+                         f"mmpeft applies are {known} (or 'all')")
+    return raw
+
+
+def applied() -> List[str]:
+    """Names of the fixes in effect, in :data:`FIXES` order."""
+    return [f.name for f in FIXES if f.name in _UNDO]
+
+
+def revert(name: str) -> None:
+    """Undo the fix ``name`` (mmengine's own function is back); a fix not in effect is an error."""
+    if name not in _UNDO:
+        raise KeyError(f'fix {name!r} is not in effect; in effect: {applied()}')
+    _UNDO.pop(name)()
+
+
+def apply(disabled: Optional[Sequence[str]] = None) -> List[str]:
+    """Apply every fix of :data:`FIXES` not yet in effect, except ``disabled`` (default: the names in
+    ``MMPEFT_DISABLE_FIXES``); log one line naming them. Returns the names newly applied."""
+    skip = set(_names_from_env() if disabled is None else disabled)
+    known = {f.name for f in FIXES}
+    if skip - known:
+        raise ValueError(f'unknown fix name(s) {sorted(skip - known)}; the fixes are {sorted(known)}')
+    new = []
+    for fix in FIXES:
+        if fix.name not in skip and fix.name not in _UNDO:
+            _UNDO[fix.name] = fix.patch()
+            new.append(fix.name)
+    if new:
+        off = [f.name for f in FIXES if f.name in skip]
+        from mmengine.logging import print_log
+        off_note = f' (off: {", ".join(off)})' if off else ''
+        print_log(f'mmpeft changes mmengine (mmpeft/utils/compat.py): {", ".join(new)}{off_note}; '
+                  f'switch any off by name with {DISABLE_ENV}=NAME,...', logger='current')
+    return new
 
 
 apply()
