@@ -79,20 +79,6 @@ def apply_trainable(model: nn.Module, trainable: Patterns, frozen: Patterns = No
     return enabled
 
 
-def set_frozen_eval(model: nn.Module, patterns: Patterns) -> List[str]:
-    """Put the modules whose names match ``patterns`` in eval mode (norm statistics, dropout).
-
-    Returns the names of the modules switched. Call it after every ``model.train()``.
-    """
-    pats = [re.compile(p) for p in _as_list(patterns)]
-    switched = []
-    for name, m in model.named_modules():
-        if name and any(p.match(name) for p in pats):
-            m.eval()
-            switched.append(name)
-    return switched
-
-
 def frozen_norm_and_dropout_modules(model: nn.Module) -> List[str]:
     """Names of norm / dropout modules none of whose own parameters is trainable.
 
@@ -110,10 +96,6 @@ def frozen_norm_and_dropout_modules(model: nn.Module) -> List[str]:
         if name and is_kind and not any(p.requires_grad for p in own):
             out.append(name)
     return out
-
-
-def trainable_names(model: nn.Module) -> List[str]:
-    return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
 def optimizer_param_names(model: nn.Module, optimizer) -> List[str]:

@@ -134,12 +134,11 @@ def remove_task_forward(backbone: nn.Module) -> None:
 
 def declare_added_keys(backbone: nn.Module, names: Sequence[str]) -> None:
     """Tell a strict checkpoint loader of the backbone that ``names`` (and what is under them) are
-    new, not missing from the pretrained checkpoint: ``backbone.peft_added_keys`` (a regex), and the
-    ``_added_keys`` regex that :class:`~mmpeft.backbones.PretrainedSwin` already honours."""
+    new, not missing from the pretrained checkpoint: the ``_added_keys`` regex that
+    :class:`~mmpeft.backbones.PretrainedSwin` honours."""
     if not names:
         return
     own = '|'.join(rf'{re.escape(n)}(\.|$)' for n in names)
-    backbone.peft_added_keys = re.compile(rf'^({own})')
     if hasattr(backbone, '_added_keys'):
         previous = getattr(backbone, '_added_keys')
         pattern = rf'^({own})' if previous is None else rf'(?:{previous.pattern})|^({own})'
@@ -272,8 +271,7 @@ class TaskWiseMethod(PEFTMethod):
             detach(backbone, name)
         self.injected = []
         remove_task_forward(backbone)
-        for key in ('peft_added_keys', '_added_keys'):
-            backbone.__dict__.pop(key, None)
+        backbone.__dict__.pop('_added_keys', None)
 
     def _merge_task(self, task: Optional[TaskKey]) -> int:
         if task is None:
