@@ -48,7 +48,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--trust-checkpoints', action='store_true',
                    help=f'load checkpoints with weights_only=False (they may run code; same as {TRUSTED_ENV}=1)')
     p.add_argument('--tta', action='store_true',
-                   help="test-time augmentation: the config's tta_pipeline and tta_model (multi-scale + flip on ADE20K)")
+                   help="test-time augmentation with the config's tta_pipeline and tta_model "
+                        '(multi-scale + flip on ADE20K)')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args()
