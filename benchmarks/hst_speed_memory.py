@@ -30,7 +30,8 @@ printed against the baseline measured beside it:
 CPU numbers are not GPU numbers: the side network's stride-4 / stride-8 layers are skinny products
 (64-128 channels over thousands of tokens) and elementwise passes that are memory-bound on a CPU, and
 on a machine shared with other processes timings are noisy (``--threads``, the alternating order and
-the median limit that). ``--profile`` prints the top operators of each model at the last batch size. Defaults are sized for a few minutes on a small CPU::
+the median limit that). ``--profile`` prints the top operators of each model at the last batch size.
+Defaults are sized for a few minutes on a small CPU::
 
     python benchmarks/hst_speed_memory.py --threads 2                          # ViT-B, train 192^2 x 2
     python benchmarks/hst_speed_memory.py --skip-train --infer-size 224 --infer-batches 1 32

@@ -26,13 +26,13 @@ Example (the issue's setting; a short run: ``--size 256 --iters 2``)::
     python benchmarks/polyhistor_batched.py --toy   # seconds: the demo's tiny model, 64x64, a smoke run
 """
 import argparse
+import gc
 import json
 import os
 import os.path as osp
-import gc
+import statistics
 import subprocess
 import sys
-import statistics
 import time
 from typing import Dict, List
 
@@ -94,10 +94,10 @@ def keep_freed_memory() -> bool:
 
 
 def build(args):
-    import mmpeft  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
+    import mmpeft  # noqa: F401
     from mmpeft.registry import MODELS
     init_default_scope('mmseg')
     cfg = Config.fromfile(args.config)
@@ -247,7 +247,8 @@ def main(argv=None) -> dict:
     tb, ts = statistics.median(times['batched']), statistics.median(times['sequential'])
     result = dict(
         config=osp.relpath(args.config, ROOT), device=args.device, threads=torch.get_num_threads(),
-        malloc_keeps_freed_memory=malloc_kept, step=args.step, batch_size=args.batch_size, tasks=len(tasks), size=args.size, iters=args.iters,
+        malloc_keeps_freed_memory=malloc_kept, step=args.step, batch_size=args.batch_size, tasks=len(tasks),
+        size=args.size, iters=args.iters,
         batched_s=tb, sequential_s=ts, speedup=ts / tb,
         speedup_of_fastest=min(times['sequential']) / min(times['batched']), batched_times=times['batched'],
         sequential_times=times['sequential'], batched_gflop=flops['batched'],

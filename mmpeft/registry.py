@@ -6,8 +6,7 @@ mmpretrain's registries are children of those, and a child falls back to its par
 a registry of their own (a method is built by the backbone that
 applies it, never on its own by a toolbox), independent of the toolboxes' scopes.
 """
-from mmengine.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, TRANSFORMS,
-                               Registry)
+from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, TRANSFORMS, Registry
 
 # Stand-alone on purpose: a child of MODELS would be swapped for the default scope's registry
 # (e.g. mmseg's MODELS) at build time, where the methods are not registered.

@@ -12,6 +12,7 @@ if HELPERS not in sys.path:
 
 from mmpeft_testing import tiny_seg_cfg  # noqa: E402
 
+
 @pytest.fixture(scope='session')
 def seg_data_root(tmp_path_factory) -> str:
     from mmpeft.datasets import generate_synthetic_seg

@@ -26,12 +26,12 @@ import os
 import os.path as osp
 from typing import Optional
 
-import mmpeft  # noqa: F401  (registers classes, applies fixes)
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.dist import is_main_process
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+import mmpeft  # noqa: F401  (registers classes, applies fixes)
 from mmpeft.utils.checkpoint_io import TRUSTED_ENV, strict_model_loading
 from mmpeft.utils.runner_cfg import load_runner_config
 

@@ -14,12 +14,12 @@ import argparse
 import os
 import os.path as osp
 
-import mmpeft  # noqa: F401  (registers classes, applies fixes)
 from mmengine.config import Config, DictAction
 from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+import mmpeft  # noqa: F401  (registers classes, applies fixes)
 from mmpeft.hooks import ExactResumeHook, FiniteCheckHook
 from mmpeft.utils.checkpoint_io import TRUSTED_ENV
 from mmpeft.utils.runner_cfg import load_runner_config

@@ -1,6 +1,6 @@
 # mmpretrain quick start: BitFit on the toolbox's own Swin-T ImageNet config.
 # The backbone loads the official Microsoft file as it is downloaded:
-#   wget https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth -P pretrain/
+#   wget https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth -P pretrain/  # noqa: E501
 # mmpretrain's Swin has another key layout and mmengine's Pretrained init does not convert it
 # (type='Pretrained', prefix='backbone' fails with "backbone. is not in the pretrained model"), so the
 # init is mmpeft's PretrainedOfficialSwin: it converts the official layout (the classifier's final norm

@@ -1,6 +1,6 @@
 # mmseg quick start: BitFit on the toolbox's own Swin-T UperNet config (only the backbone line changes).
 # The backbone loads the official Microsoft file as it is downloaded:
-#   wget https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth -P pretrain/
+#   wget https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth -P pretrain/  # noqa: E501
 # mmseg's own SwinTransformer would load 0 of its tensors (other key layout, strict=False); mmpeft's
 # PretrainedSwin is that same class (same keys, same outputs) converting the official layout on load.
 # PEFTBackbone then checks that every backbone weight was loaded (an error names any left at init).

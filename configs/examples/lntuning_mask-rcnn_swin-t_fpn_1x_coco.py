@@ -1,6 +1,6 @@
 # mmdet quick start: LayerNorm tuning on the toolbox's own Swin-T Mask R-CNN config.
 # The backbone loads the official Microsoft file as it is downloaded:
-#   wget https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth -P pretrain/
+#   wget https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth -P pretrain/  # noqa: E501
 # mmdet's Swin converts the official layout itself with convert_weights=True (without it, 0 tensors
 # would load); PEFTBackbone checks that every backbone weight was loaded.
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']

@@ -1,5 +1,5 @@
-from .peft_backbone import PEFTBackbone
 from .hst_vit import HSTViT
+from .peft_backbone import PEFTBackbone
 from .vit_pyramid import ViTPyramid
 
 __all__ = ['PEFTBackbone', 'HSTViT', 'ViTPyramid']

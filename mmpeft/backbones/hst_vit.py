@@ -73,8 +73,8 @@ Pretrained weights are loaded from a local file only (nothing is downloaded), in
 
     mkdir -p pretrain && cd pretrain
     # ImageNet-21k ViT-B/16 (paper footnote 1) -- rename so configs find it:
-    wget https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_base_patch16_224_in21k-e5005f0a.pth \\
-         -O jx_vit_base_patch16_224_in21k.pth
+    wget -O jx_vit_base_patch16_224_in21k.pth \\
+        https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_base_patch16_224_in21k-e5005f0a.pth
     # MAE ViT-B/16 (paper footnote 2):
     wget https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth
 
@@ -96,8 +96,16 @@ from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep
 from ..registry import MODELS
 from .hst_parallel import run_pipelined
 from .side_network import HierarchicalSideNetwork
-from .timm_vit import (build_timm_vit, check_input, iter_vit_layers, pad_to_multiple, stage_resolutions,
-                       vit_layer_outputs, vit_layer_sequences, vit_patch_size)
+from .timm_vit import (
+    build_timm_vit,
+    check_input,
+    iter_vit_layers,
+    pad_to_multiple,
+    stage_resolutions,
+    vit_layer_outputs,
+    vit_layer_sequences,
+    vit_patch_size,
+)
 from .transformation_bridge import TransformationBridge
 from .vit_checkpoint import LAYOUTS, load_vit_weights
 

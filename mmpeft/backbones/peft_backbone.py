@@ -10,8 +10,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 
-from ..peft.policy import (apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval,
-                           match_names)
+from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval, match_names
 from ..registry import MODELS, PEFT_METHODS
 from ..utils.delta import state_dict_of
 from . import swin_checkpoint  # noqa: F401  (registers the PretrainedOfficialSwin initializer)
@@ -290,7 +289,8 @@ def _load_pretrained(self: nn.Module, checkpoint: str, *args, **kwargs) -> None:
         raise KeyError(
             f'PEFTBackbone: the pretrained checkpoint {checkpoint} left {len(left)} of '
             f'{len(self.peft_pretrained_params)} weights of {type(self).__name__} at their initial values '
-            f'(not in the checkpoint, of another shape, or re-initialised after the load): {_sample(left)}; {seen}. The toolboxes load '
+            f'(not in the checkpoint, of another shape, or re-initialised after the load): {_sample(left)}; {seen}. '
+            f'The toolboxes load '
             f'with strict=False, so this would train on random weights. Fix: give a checkpoint of this '
             f"backbone's architecture and key layout: {_SWIN_FIX}; for a ViT, mmpeft's HSTViT / "
             f'ViTPyramid load timm / MAE / mmpretrain / mmseg layouts; check the init_cfg prefix. Weights '

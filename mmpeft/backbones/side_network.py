@@ -37,7 +37,6 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 

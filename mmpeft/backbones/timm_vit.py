@@ -2,7 +2,8 @@
 
 The ViT is built by name with ``timm.create_model(name, pretrained=False)`` (weights come later from a
 local checkpoint, see :mod:`mmpeft.backbones.vit_checkpoint`), without a classifier (``num_classes=0``,
-``global_pool=''`` where the model allows it) and with ``dynamic_img_size=True``, so timm resamples the position embedding to
+``global_pool=''`` where the model allows it) and with ``dynamic_img_size=True``, so timm resamples the position
+embedding to
 the token grid of every input (bicubic, from the grid it was pretrained at).
 
 :func:`vit_layer_outputs` runs the embedding and the blocks and returns what every layer produced,

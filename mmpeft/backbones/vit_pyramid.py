@@ -33,8 +33,15 @@ from timm.layers import LayerNorm2d
 from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
 from ..registry import MODELS
 from .hst_vit import pretrained_checkpoint
-from .timm_vit import (build_timm_vit, check_input, vit_in_chans, pad_to_multiple, stage_resolutions,
-                       vit_layer_outputs, vit_patch_size)
+from .timm_vit import (
+    build_timm_vit,
+    check_input,
+    pad_to_multiple,
+    stage_resolutions,
+    vit_in_chans,
+    vit_layer_outputs,
+    vit_patch_size,
+)
 from .vit_checkpoint import LAYOUTS, load_vit_weights
 
 FINETUNE_MODES = ('linear_probe', 'full')

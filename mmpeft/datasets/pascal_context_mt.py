@@ -44,6 +44,7 @@ from mmengine.dataset import BaseDataset
 
 from mmpeft.registry import DATASETS
 from mmpeft.structures.multitask_data_sample import TASKS
+
 from .pascal_part import PART_CLASSES, PERSON_CLASS_IND
 
 #: The 21 semantic classes (VOC's 20 + background).

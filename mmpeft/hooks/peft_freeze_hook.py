@@ -7,8 +7,13 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
-from ..peft.policy import (apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval, optimizer_param_names,
-                           restrict_optimizer)
+from ..peft.policy import (
+    apply_trainable,
+    frozen_norm_and_dropout_modules,
+    keep_in_eval,
+    optimizer_param_names,
+    restrict_optimizer,
+)
 from ..registry import HOOKS
 
 

@@ -1,5 +1,5 @@
 """TrainableParamsHook: report and verify the trainable set before training starts."""
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper

@@ -4,7 +4,6 @@ Each takes logits / predictions and ground truth at the same resolution and retu
 valid pixels; with no valid pixel the loss is ``0`` but still connected to the prediction (so DDP sees a
 gradient, zero, for every head).
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor

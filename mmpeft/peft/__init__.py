@@ -4,12 +4,12 @@ from .selection import BitFit, FrozenBackbone, FullFinetune, LNTuning, RelativeP
 
 __all__ = ['PEFTMethod', 'apply_trainable', 'keep_in_eval', 'match_names', 'restrict_optimizer',
            'BitFit', 'FrozenBackbone', 'FullFinetune', 'LNTuning', 'RelativePositionBias']
-from .taskwise import TaskSwitch, TaskWiseMethod, forward_for_task
+from .adapter import Adapter, AdaptFormer, LowRankAdapter, SharedAdapter
 from .lora import LoRA
-from .adapter import AdaptFormer, Adapter, LowRankAdapter, SharedAdapter
 from .phm import Compacter, CompacterPlusPlus, PHMLayer
 from .prompt import VPT, VPTDeep, VPTShallow
 from .ssf import SSF
+from .taskwise import TaskSwitch, TaskWiseMethod, forward_for_task
 
 __all__ += ['TaskSwitch', 'TaskWiseMethod', 'forward_for_task', 'LoRA', 'Adapter', 'LowRankAdapter',
             'SharedAdapter', 'AdaptFormer', 'PHMLayer', 'Compacter', 'CompacterPlusPlus', 'VPT',

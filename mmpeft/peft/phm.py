@@ -14,7 +14,8 @@ A Kronecker factorisation needs n to divide both sides, so the bottleneck ``k = 
 up to a multiple of n (Swin-T, rho=16, n=4: 6 -> 8 in stage 1; rho <= 8 needs no rounding).
 
 Counts (Swin-T, 4 tasks, task-wise input LayerNorm as for the other adapters): Compacter rho=1/2/8
-0.283/0.230/0.190 and Compacter++ 0.142/0.115/0.0955 against Table 6's 0.28/0.23/0.19 and 0.14/0.11/0.09. The PHM layer's 0.59 is not reachable
+0.283/0.230/0.190 and Compacter++ 0.142/0.115/0.0955 against Table 6's 0.28/0.23/0.19 and 0.14/0.11/0.09.
+The PHM layer's 0.59 is not reachable
 with a valid (n, rho): its count ~ ``sum_blocks 4 d^2 / (rho n)`` needs rho*n ~ 72, and no n dividing
 every width gives it; the default (n=4, rho=16) gives 0.65 (see ``PHMLayer``).
 """

@@ -57,6 +57,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+
 class _TorchWithSafeLoad(types.ModuleType):
     """A stand-in for the ``torch`` module whose ``load`` is mmpeft's allow-listed loader."""
 

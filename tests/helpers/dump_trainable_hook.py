@@ -19,9 +19,6 @@ class DumpTrainableHook(Hook):
         by_id = {id(p): n for n, p in model.named_parameters()}
         for g in runner.optim_wrapper.optimizer.param_groups:
             optim_names += [by_id[id(p)] for p in g['params']]
-        ddp_names = []
-        if is_model_wrapper(runner.model):
-            ddp_names = [by_id[id(p)] for p in runner.model.parameters() if p.requires_grad]
         torch.save(dict(state=state, optim=optim_names, wrapped=is_model_wrapper(runner.model),
                         iter=runner.iter),
                    osp.join(runner.work_dir, f'rank{get_rank()}_trainable.pth'))

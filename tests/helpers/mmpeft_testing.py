@@ -28,7 +28,7 @@ def tiny_seg_cfg(data_root: str, work_dir: str, iters: int = 4, **overrides):
     return cfg
 
 
-def run_as_main(script: str, *args) -> 'subprocess.CompletedProcess':
+def run_as_main(script: str, *args) -> 'subprocess.CompletedProcess':  # noqa: F821
     """``python SCRIPT ARGS`` from the repository root, run as ``__main__`` in this process (what a
     subprocess would do, without its ~10 s of imports): exit status, stdout and stderr; an uncaught
     exception's traceback goes to stderr with status 1, as the interpreter does."""

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 import mmpeft  # noqa: F401
 from mmpeft.backbones import HSTViT
 from mmpeft.backbones.side_network import HierarchicalSideNetwork, MetaGlobalCrossAttention, SideBlock
-from mmpeft.backbones.timm_vit import (build_timm_vit, pad_to_multiple, stage_resolutions,
-                                       vit_layer_outputs)
+from mmpeft.backbones.timm_vit import build_timm_vit, pad_to_multiple, stage_resolutions, vit_layer_outputs
 from mmpeft.backbones.transformation_bridge import TransformationBridge
 from mmpeft.backbones.vit_checkpoint import load_vit_weights, mmpretrain_to_timm
 from mmpeft.backbones.vit_pyramid import ViTPyramid
@@ -576,6 +575,7 @@ def test_load_mmseg_layout_gives_the_same_features():
 def test_converter_tool_writes_a_timm_checkpoint(tmp_path, monkeypatch, capsys):
     import runpy
     import sys
+
     from mmpretrain.models.backbones import VisionTransformer
     torch.manual_seed(9)
     mmp = VisionTransformer(arch=dict(embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=256),
@@ -643,7 +643,8 @@ def test_input_smaller_than_one_patch():
 
 
 def test_bad_configuration_is_named():
-    with pytest.raises(ValueError, match=r'depths \[1, 1, 1, 2\] must be 4 positive numbers summing to the ViT depth 4'):
+    with pytest.raises(ValueError,
+                       match=r'depths \[1, 1, 1, 2\] must be 4 positive numbers summing to the ViT depth 4'):
         tiny_hst(depths=[1, 1, 1, 2])
     with pytest.raises(ValueError, match='6 layers, which do not split evenly'):
         tiny_hst(vit_kwargs=dict(TINY_VIT, depth=6))

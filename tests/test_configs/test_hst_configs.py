@@ -177,8 +177,10 @@ def check_optimizer_and_hooks(cfg, model):
     """The config's optimizer holds exactly the trainable parameters, and its TrainableParamsHook
     (patterns of what must train / stay frozen) passes on the model."""
     from types import SimpleNamespace
+
     from mmengine.logging import MMLogger
     from mmengine.optim import build_optim_wrapper
+
     from mmpeft.hooks import TrainableParamsHook
     optim_cfg = copy.deepcopy(cfg.optim_wrapper)
     if optim_cfg.get('type') == 'AmpOptimWrapper':  # the classification recipes' AMP needs a GPU
@@ -302,7 +304,8 @@ def test_vtab1k_config_reads_the_release_layout(tmp_path):
             DATASETS.build(dict(type='VTAB1kDataset', data_root=str(root), task='cifar10'))
 
 
-@pytest.mark.parametrize('name', ['mask-rcnn_vit-b_hst_1x_coco.py', 'upernet_vit-b_linear-probe_160k_ade20k-512x512.py'])
+@pytest.mark.parametrize('name', ['mask-rcnn_vit-b_hst_1x_coco.py',
+                                  'upernet_vit-b_linear-probe_160k_ade20k-512x512.py'])
 def test_model_init_weights_loads_the_vit_checkpoint(name, tmp_path):
     """What the Runner does before training: ``model.init_weights()`` reaches the backbone, which
     loads the ViT strictly (here an in21k-style file with pre_logits / head) and keeps the trainable set."""

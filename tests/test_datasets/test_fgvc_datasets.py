@@ -109,8 +109,13 @@ def test_vpt_json_splits_through_the_config(name, tmp_path):
 
 
 def test_default_num_classes_and_errors_name_the_file(tmp_path):
-    from mmpeft.datasets import (CUB200Dataset, NABirdsDataset, OxfordFlowersDataset, StanfordCarsDataset,
-                                 StanfordDogsDataset)
+    from mmpeft.datasets import (
+        CUB200Dataset,
+        NABirdsDataset,
+        OxfordFlowersDataset,
+        StanfordCarsDataset,
+        StanfordDogsDataset,
+    )
     assert [c.NUM_CLASSES for c in (CUB200Dataset, NABirdsDataset, OxfordFlowersDataset, StanfordDogsDataset,
                                     StanfordCarsDataset)] == [200, 555, 102, 120, 196]
     root = str(tmp_path / 'cub')

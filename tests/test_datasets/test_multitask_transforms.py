@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from mmpeft.datasets.transforms import (MultiTaskRandomFlip, MultiTaskRandomRotate,
-                                        MultiTaskRandomScale, MultiTaskResize)
+from mmpeft.datasets.transforms import MultiTaskRandomFlip, MultiTaskRandomRotate, MultiTaskRandomScale, MultiTaskResize
 
 H, W = 61, 81
 C = np.array([(W - 1) / 2, (H - 1) / 2])          # image centre (x, y)

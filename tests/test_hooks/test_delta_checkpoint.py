@@ -107,7 +107,6 @@ def test_resume_from_delta_continues_exactly(trained, make_seg_cfg, tmp_path):
 
 
 def test_test_tool_loads_delta(trained):
-    from mmpeft.utils.delta import expand_delta_checkpoint
     cfg, runner, final = trained
     from mmengine.runner.checkpoint import _load_checkpoint
     full = _load_checkpoint(osp.join(cfg.work_dir, 'iter_4.pth'), map_location='cpu')

@@ -1,6 +1,5 @@
 """A partial loss_weights dict scales the named tasks; every other task keeps weight 1 (not 0)."""
 import torch
-
 from test_multitask_dense_model import batch, polyhistor_model
 
 

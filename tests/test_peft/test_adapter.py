@@ -2,10 +2,20 @@
 trainable set, task-wise behaviour, and Polyhistor's Table 1 / 6 counts on Swin-T with 4 tasks."""
 import pytest
 import torch
+from peft_checks import (
+    TASKS,
+    build,
+    check_keys,
+    check_step,
+    check_trainable_is_injected,
+    encoder_trainable_millions,
+    images,
+    max_diff,
+    outputs,
+    perturb,
+)
 
 from mmpeft.peft.layout import find_blocks
-from peft_checks import (TASKS, build, check_keys, check_step, check_trainable_is_injected,
-                         encoder_trainable_millions, images, max_diff, outputs, perturb)
 
 KINDS = ['swin', 'mmpretrain_vit', 'timm_vit']
 METHODS = [

@@ -1,9 +1,9 @@
 """Adapters against plain torch: the output scale s and the input each form reads."""
 import torch
 import torch.nn.functional as F
+from peft_checks import build
 
 from mmpeft.peft.layout import find_blocks, get_module
-from peft_checks import build
 
 
 def _randomise_injected(peft, seed: int) -> dict:

@@ -3,9 +3,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmpeft.peft.hypernet import (AdapterHyperNetwork, AdapterParams, DecomposedHyperNetwork, HyperNetwork,
-                                  LiteAdapterSite, VectorHyperNetwork, adapter_branch, kron_expand,
-                                  split_adapter_weight)
+from mmpeft.peft.hypernet import (
+    AdapterHyperNetwork,
+    AdapterParams,
+    DecomposedHyperNetwork,
+    HyperNetwork,
+    LiteAdapterSite,
+    VectorHyperNetwork,
+    adapter_branch,
+    kron_expand,
+    split_adapter_weight,
+)
 
 K, D, N, R, T = 8, 12, 6, 2, 3
 
@@ -68,7 +76,8 @@ def test_kron_expand_matches_torch_kron():
         expected = sum(torch.kron(templates[t, i], kernels[t, i]) for i in range(s))  # eq. 4 / 6
         torch.testing.assert_close(w[t], expected)
     # the first n*s columns are the down-projection of the expanded adapter
-    torch.testing.assert_close(w[0, :, :2 * s], sum(torch.kron(templates[0, i, :, :2], kernels[0, i]) for i in range(s)))
+    want = sum(torch.kron(templates[0, i, :, :2], kernels[0, i]) for i in range(s))
+    torch.testing.assert_close(w[0, :, :2 * s], want)
     with pytest.raises(ValueError, match='scaling kernels'):
         kron_expand(templates, torch.randn(2, s, s, s + 1))
 

@@ -3,10 +3,20 @@ import copy
 
 import pytest
 import torch
+from peft_checks import (
+    TASKS,
+    build,
+    check_keys,
+    check_step,
+    check_trainable_is_injected,
+    encoder_trainable_millions,
+    images,
+    max_diff,
+    outputs,
+    perturb,
+)
 
 from mmpeft.peft.layout import find_blocks
-from peft_checks import (TASKS, build, check_keys, check_step, check_trainable_is_injected,
-                         encoder_trainable_millions, images, max_diff, outputs, perturb)
 
 KINDS = ['swin', 'mmpretrain_vit', 'timm_vit']
 

@@ -1,9 +1,9 @@
 """LoRA against plain torch: y = W x + b + s * B A x, on exactly the targeted rows of qkv."""
 import pytest
 import torch
+from peft_checks import build
 
 from mmpeft.peft.layout import find_blocks, get_module
-from peft_checks import build
 
 
 def _randomise_lora(peft, seed: int) -> None:

@@ -8,10 +8,10 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import save_checkpoint
+from peft_checks import MMPRETRAIN_VIT, SWIN, TASKS, perturb
 
 import mmpeft  # noqa: F401
 from mmpeft.registry import MODELS
-from peft_checks import MMPRETRAIN_VIT, SWIN, TASKS, perturb
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location('merge_peft', osp.join(ROOT, 'tools/model_converters/merge_peft.py'))

@@ -2,10 +2,19 @@
 placement, and Polyhistor's counts (Table 1 / 6) on Swin-T with 4 tasks."""
 import pytest
 import torch
+from peft_checks import (
+    TASKS,
+    build,
+    check_keys,
+    check_step,
+    check_trainable_is_injected,
+    encoder_trainable_millions,
+    images,
+    max_diff,
+    outputs,
+)
 
 from mmpeft.peft.phm import kron_sum
-from peft_checks import (TASKS, build, check_keys, check_step, check_trainable_is_injected,
-                         encoder_trainable_millions, images, max_diff, outputs)
 
 KINDS = ['swin', 'mmpretrain_vit', 'timm_vit']
 METHODS = [dict(type='PHMLayer', reduction_ratio=4), dict(type='Compacter'), dict(type='CompacterPlusPlus')]

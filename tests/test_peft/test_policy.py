@@ -4,8 +4,13 @@ import torch.nn as nn
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 
-from mmpeft.peft.policy import (apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval,
-                                match_names, restrict_optimizer)
+from mmpeft.peft.policy import (
+    apply_trainable,
+    frozen_norm_and_dropout_modules,
+    keep_in_eval,
+    match_names,
+    restrict_optimizer,
+)
 
 TINY_SWIN = dict(type='SwinTransformer', pretrain_img_size=32, embed_dims=16, depths=(1, 1, 2, 1),
                  num_heads=(1, 2, 2, 4), window_size=4, out_indices=(0, 1, 2, 3))

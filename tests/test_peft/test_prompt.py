@@ -5,12 +5,22 @@ import copy
 import pytest
 import timm
 import torch
+from peft_checks import (
+    SWIN,
+    TASKS,
+    build,
+    check_keys,
+    check_step,
+    check_trainable_is_injected,
+    encoder_trainable_millions,
+    images,
+    max_diff,
+    outputs,
+)
 
 from mmpeft.peft.layout import override_window_attention
 from mmpeft.peft.prompt import VPT
 from mmpeft.registry import MODELS, PEFT_METHODS
-from peft_checks import (SWIN, TASKS, build, check_keys, check_step, check_trainable_is_injected,
-                         encoder_trainable_millions, images, max_diff, outputs)
 
 KINDS = ['swin', 'mmpretrain_vit', 'timm_vit']
 

@@ -2,9 +2,18 @@
 multi-task benchmark, and Polyhistor's counts (Table 1) on Swin-T with 4 tasks."""
 import pytest
 import torch
-
-from peft_checks import (TASKS, build, check_keys, check_step, check_trainable_is_injected,
-                         encoder_trainable_millions, images, max_diff, outputs, perturb)
+from peft_checks import (
+    TASKS,
+    build,
+    check_keys,
+    check_step,
+    check_trainable_is_injected,
+    encoder_trainable_millions,
+    images,
+    max_diff,
+    outputs,
+    perturb,
+)
 
 
 def test_single_task_bitfit_trains_the_biases_themselves():

@@ -5,10 +5,20 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from peft_checks import (
+    TASKS,
+    build,
+    check_keys,
+    check_step,
+    check_trainable_is_injected,
+    encoder_trainable_millions,
+    images,
+    max_diff,
+    outputs,
+    perturb,
+)
 
 from mmpeft.peft.ssf import SSF_TYPES
-from peft_checks import (TASKS, build, check_keys, check_step, check_trainable_is_injected,
-                         encoder_trainable_millions, images, max_diff, outputs, perturb)
 
 KINDS = ['swin', 'mmpretrain_vit', 'timm_vit']
 

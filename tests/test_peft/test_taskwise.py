@@ -5,13 +5,13 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from peft_checks import BACKBONES, SWIN, TASKS, build, images, max_diff, outputs, perturb
 
 from mmpeft.backbones import PEFTBackbone
 from mmpeft.peft.layout import attach, find_blocks
 from mmpeft.peft.taskwise import TaskSwitch, forward_for_task, injected_state_keys
 from mmpeft.registry import MODELS
 from mmpeft.utils.param_count import count_params
-from peft_checks import BACKBONES, SWIN, TASKS, build, images, max_diff, outputs, perturb
 
 
 @pytest.mark.parametrize('kind, n, windowed', [('swin', 5, True), ('mmpretrain_vit', 3, False),
@@ -103,6 +103,7 @@ def test_multi_task_model_with_task_wise_modules(method):
     """MultiTaskDenseModel calls a task-wise PEFT backbone as backbone(x, tasks=[...]); every
     trainable parameter (4 task sets + heads) gets a gradient from one loss step."""
     from mmengine.structures import PixelData
+
     from mmpeft.structures import MultiTaskDataSample
     tiny = {k: v for k, v in SWIN.items() if k != 'type'}
     torch.manual_seed(0)

@@ -11,8 +11,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, load_checkpoint
 
-from mmpeft.utils.checkpoint_io import (TRUSTED_ENV, CorruptCheckpointError, UnsafeCheckpointError,
-                                        load_checkpoint_file)
+from mmpeft.utils.checkpoint_io import TRUSTED_ENV, CorruptCheckpointError, UnsafeCheckpointError, load_checkpoint_file
 
 
 class _WritesAFile:

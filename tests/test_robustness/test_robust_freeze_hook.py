@@ -81,7 +81,8 @@ def test_freeze_hook_trains_params_frozen_when_the_optimizer_was_built(tmp_path)
     runner.train()
 
     params = dict(runner.model.named_parameters())
-    expected = {n for n in params if n.startswith('head.') or re.search(r'\.bn\d\.|^backbone\.bn1\.|downsample\.1\.', n)}
+    expected = {n for n in params
+                if n.startswith('head.') or re.search(r'\.bn\d\.|^backbone\.bn1\.|downsample\.1\.', n)}
     assert len(expected) == 2 + 2 * (1 + 8 * 2 + 3)  # head + (stem bn, 8 blocks x 2 bn, 3 downsample bn) x 2
     assert expected & frozen_at_build == expected - {'head.weight', 'head.bias'}  # BN frozen when built
     trainable = {n for n, p in params.items() if p.requires_grad}

@@ -47,7 +47,7 @@ def test_task_missing_from_the_dataset_fails_at_the_first_batch(mt_root):
     model = mt_model()
     data = _batch(mt_root, ['semseg'], [0, 1])
     with pytest.raises(ValueError, match=r"no ground truth for task\(s\) \['parts', 'sal', 'normals'\].*"
-                                         r"JPEGImages/.*\.jpg with ground truth for \['semseg'\].*Set model\.tasks") as e:
+                                         r"JPEGImages/.*\.jpg with ground truth for \['semseg'\].*Set model\.tasks") as e:  # noqa: E501
         model.train_step(data, optim_wrapper=OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
     assert 'train_dataloader.dataset.tasks' in str(e.value) and 'allow_missing_gt=True' in str(e.value)
 

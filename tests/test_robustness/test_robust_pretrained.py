@@ -141,7 +141,7 @@ def test_values_equal_to_init_count_as_loaded_and_a_wrong_shape_does_not(tmp_pat
 
     state['stages.1.blocks.0.ffn.layers.1.weight'] = torch.zeros(3, 3)
     torch.save(dict(state_dict=state), path)
-    bb = PEFTBackbone(dict(type='mmpretrain.SwinTransformer', arch=dict(embed_dims=DIMS, depths=DEPTHS, num_heads=HEADS),
+    bb = PEFTBackbone(dict(type='mmpretrain.SwinTransformer', arch=dict(embed_dims=DIMS, depths=DEPTHS, num_heads=HEADS),  # noqa: E501
                            img_size=64, window_size=4, out_indices=(0, 1, 2, 3),
                            init_cfg=dict(type='Pretrained', checkpoint=path)), dict(type='BitFit'))
     with pytest.raises(KeyError, match=r'left 1 of .*stages\.1\.blocks\.0\.ffn\.layers\.1\.weight'):

@@ -16,10 +16,8 @@ import torch
 from mmengine.runner import Runner
 
 from mmpeft.utils.checkpoint_io import CheckpointMismatchError, load_checkpoint_file
-from mmpeft.utils.work_dir import (WorkDirInUseError, clean_stale_temporary_files, find_resume_checkpoint,
-                                   lock_work_dir)
+from mmpeft.utils.work_dir import WorkDirInUseError, clean_stale_temporary_files, find_resume_checkpoint, lock_work_dir
 from mmpeft_testing import ROOT, tiny_seg_cfg
-
 
 
 def _tool(name: str):

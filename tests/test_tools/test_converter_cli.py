@@ -176,7 +176,7 @@ model = dict(type='ImageClassifier', backbone=dict(type='PEFTBackbone', backbone
 CONFIGS = {
     '_base_/vit.py': BASE_CFG,  # a base, not a row
     'lora.py': "_base_ = ['./_base_/vit.py']\n"
-               "model = dict(backbone=dict(method=dict(_delete_=True, type='LoRA', rank=16, targets=('qkv', 'fc2'))))\n",
+               "model = dict(backbone=dict(method=dict(_delete_=True, type='LoRA', rank=16, targets=('qkv', 'fc2'))))\n",  # noqa: E501
     'more/bitfit_small_head.py': "_base_ = ['../_base_/vit.py']\nmodel = dict(head=dict(num_classes=100))\n",
     'broken.py': "default_scope = 'mmpretrain'\nmodel = dict(type='NoSuchClassifier')\n",
 }

@@ -30,10 +30,10 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-
-from mmpeft_testing import ROOT
 from tiny_ade import generate_tiny_ade
 from tiny_coco import CATEGORIES, generate_tiny_coco
+
+from mmpeft_testing import ROOT
 
 CFG_DIR = osp.join(ROOT, 'configs', 'hst')
 HST_DIMS = [8, 16, 16, 32]

@@ -9,8 +9,7 @@ import os.path as osp
 import pytest
 import torch
 
-from mmpeft.backbones.hst_official_checkpoint import (convert_hst_official, hst_official_config_hints,
-                                                      is_hst_official)
+from mmpeft.backbones.hst_official_checkpoint import convert_hst_official, hst_official_config_hints, is_hst_official
 from mmpeft_testing import run_as_main
 
 TOOL = 'tools/model_converters/hst_official_to_mmpeft.py'

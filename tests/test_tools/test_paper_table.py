@@ -6,7 +6,6 @@ import os
 import os.path as osp
 
 import pytest
-
 from tools_import import _load
 
 pt = _load('mmpeft_paper_table', 'tools/analysis_tools/paper_table.py')

@@ -65,7 +65,7 @@ def test_keep_freed_memory_applies():
     """The allocator setting the CPU timings rely on is accepted by this libc (in a child process: it
     would otherwise change this test process's memory behaviour)."""
     script = ('import importlib.util, sys; '
-              f'spec = importlib.util.spec_from_file_location("b", {osp.join(ROOT, "benchmarks", "polyhistor_batched.py")!r}); '
+              f'spec = importlib.util.spec_from_file_location("b", {osp.join(ROOT, "benchmarks", "polyhistor_batched.py")!r}); '  # noqa: E501
               'm = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); '
               'sys.exit(0 if m.keep_freed_memory() else 3)')
     assert subprocess.run([sys.executable, '-c', script], cwd=ROOT).returncode == 0

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from tools_import import ROOT, _load
 
 cbp = _load('cuda_build_plan', 'tools/dev/cuda_build_plan.py')
@@ -154,6 +153,7 @@ def test_collect_env_reports_versions_and_whether_mmcv_ops_have_cuda():
 
     import mmcv.ops
     import torch
+
     from mmpeft_testing import run_as_main
     proc = run_as_main('tools/collect_env.py')
     assert proc.returncode == 0, proc.stderr

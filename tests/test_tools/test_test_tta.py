@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-
-from mmpeft_testing import ROOT
 from tiny_ade import generate_tiny_ade
 from tools_import import _load
+
+from mmpeft_testing import ROOT
 
 test_tool = _load('mmpeft_test_tool', 'tools/test.py')
 

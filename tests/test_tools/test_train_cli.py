@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
+from tools_import import _load
 
 from mmpeft_testing import tiny_seg_cfg
-from tools_import import _load
 
 train = _load('mmpeft_train_tool', 'tools/train.py')
 

@@ -42,7 +42,7 @@ def test_example_configs_build_with_each_toolbox():
     out = subprocess.run([sys.executable, 'tools/analysis_tools/count_params.py', 'configs/examples'],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    rows = [l for l in out.stdout.splitlines() if l.startswith('| ') and '.py' in l]
+    rows = [line for line in out.stdout.splitlines() if line.startswith('| ') and '.py' in line]
     assert len(rows) == 3 and not any('error' in r for r in rows), out.stdout
     for r in rows:
         enc, all_, total = (float(x) for x in r.strip('| ').split('|')[1:4])

@@ -17,12 +17,11 @@ from contextlib import contextmanager, nullcontext
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import MODELS, init_default_scope
 from torch.overrides import TorchFunctionMode
 
 import mmpeft  # noqa: F401
-from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, init_default_scope
-
 from mmpeft.utils.param_count import count_params, format_param_table, millions
 
 

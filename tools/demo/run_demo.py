@@ -77,9 +77,9 @@ def pretrain(work_dir: str, iters: int, data_dir: str = None) -> str:
     run([sys.executable, 'tools/train.py', PRETRAIN_CFG, '--work-dir', run_dir,
          '--cfg-options', *iters_options(iters), *data_options(data_dir, 'synthetic_pascal_mt_pretrain')])
     last = open(osp.join(run_dir, 'last_checkpoint')).read().strip()
-    import mmpeft  # noqa: F401  (atomic save)
     from mmengine.runner.checkpoint import save_checkpoint
 
+    import mmpeft  # noqa: F401  (atomic save)
     from mmpeft.utils.checkpoint_io import load_checkpoint_file
     ckpt = load_checkpoint_file(last)
     backbone = {k: v for k, v in ckpt['state_dict'].items() if k.startswith('backbone.')}

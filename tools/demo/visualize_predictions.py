@@ -67,7 +67,8 @@ def predict_rows(cfg: Config, checkpoint: str, num: int, split: str) -> List[dic
         with torch.no_grad():
             sample = model.test_step(batch)[0]
         rows.append(dict(sample=sample, img_path=sample.metainfo['img_path'],
-                         img_id=sample.metainfo.get('img_id', osp.splitext(osp.basename(sample.metainfo['img_path']))[0])))
+                         img_id=sample.metainfo.get(
+                             'img_id', osp.splitext(osp.basename(sample.metainfo['img_path']))[0])))
     return rows
 
 

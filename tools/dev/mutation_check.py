@@ -73,7 +73,7 @@ MUTANTS: List[Mutant] = [
       'self.scaling_kernels.index_select(0, task_index)', 'self.scaling_kernels[:len(task_index)]',
       ['tests/test_backbones/test_polyhistor_task_subsets.py']),
     M('polyhistor-attn-adapter-reads-x-plus-h', 'mmpeft/backbones/polyhistor_swin.py',
-      '            h = h + _apply_adapter(h, pa, groups)', '            h = h + _apply_adapter(identity + h, pa, groups)',
+      '            h = h + _apply_adapter(h, pa, groups)', '            h = h + _apply_adapter(identity + h, pa, groups)',  # noqa: E501
       ['tests/test_backbones/test_polyhistor_block_reference.py'], 'Polyhistor is a different model'),
     M('polyhistor-ffn-adapter-skipped', 'mmpeft/backbones/polyhistor_swin.py',
       '            h = h + _apply_adapter(h, pf, groups)', '            pass',

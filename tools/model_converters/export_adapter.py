@@ -15,10 +15,10 @@ import os.path as osp
 import re
 from typing import List, Optional
 
-import mmpeft  # noqa: F401  (registers mmpeft classes; safe loading of mmengine checkpoints)
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
+import mmpeft  # noqa: F401  (registers mmpeft classes; safe loading of mmengine checkpoints)
 from mmpeft.registry import MODELS
 from mmpeft.utils.adapter_io import CONFIG_NAME, WEIGHTS_NAME, export_adapter
 from mmpeft.utils.checkpoint_io import CheckpointMismatchError, load_checkpoint_file

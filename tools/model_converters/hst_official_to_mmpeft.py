@@ -24,14 +24,19 @@ import argparse
 import os.path as osp
 from typing import Dict, List, Optional
 
-import mmpeft  # noqa: F401  (registers HSTViT; atomic checkpoint saving)
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import save_checkpoint
 
-from mmpeft.backbones.hst_official_checkpoint import (EXPECTED_LAYOUT, convert_hst_official, format_config_hints,
-                                                      hst_official_config_hints, is_hst_official)
+import mmpeft  # noqa: F401  (registers HSTViT; atomic checkpoint saving)
+from mmpeft.backbones.hst_official_checkpoint import (
+    EXPECTED_LAYOUT,
+    convert_hst_official,
+    format_config_hints,
+    hst_official_config_hints,
+    is_hst_official,
+)
 from mmpeft.registry import MODELS
 from mmpeft.utils.checkpoint_io import CheckpointMismatchError, load_checkpoint_file
 from mmpeft.utils.delta import state_dict_of

@@ -15,9 +15,9 @@ import argparse
 import os.path as osp
 from typing import List, Optional
 
-import mmpeft  # noqa: F401  (atomic saving, safe loading of mmengine checkpoints)
 from mmengine.runner.checkpoint import save_checkpoint
 
+import mmpeft  # noqa: F401  (atomic saving, safe loading of mmengine checkpoints)
 from mmpeft.utils.checkpoint_io import load_checkpoint_file
 from mmpeft.utils.delta import DELTA_KEY, expand_delta_checkpoint, is_delta_checkpoint
 

@@ -15,12 +15,12 @@ import copy
 import os.path as osp
 from typing import Any, List, Optional
 
-import mmpeft  # noqa: F401  (registers mmpeft classes; safe loading of mmengine checkpoints)
 import torch.nn as nn
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import load_checkpoint, save_checkpoint
 
+import mmpeft  # noqa: F401  (registers mmpeft classes; safe loading of mmengine checkpoints)
 from mmpeft.registry import MODELS
 
 

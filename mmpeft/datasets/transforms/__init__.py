@@ -1,8 +1,14 @@
 """Multi-task data transforms (registered in mmengine's root TRANSFORMS)."""
 from .formatting import PackMultiTaskInputs
 from .loading import LoadMultiTaskAnnotations, binarize_saliency, decode_normals
-from .multitask_transforms import (MultiTaskRandomFlip, MultiTaskRandomRotate, MultiTaskRandomScale,
-                                   MultiTaskResize, rotation_matrix, warp_affine_results)
+from .multitask_transforms import (
+                                   MultiTaskRandomFlip,
+                                   MultiTaskRandomRotate,
+                                   MultiTaskRandomScale,
+                                   MultiTaskResize,
+                                   rotation_matrix,
+                                   warp_affine_results,
+)
 
 __all__ = [
     'LoadMultiTaskAnnotations', 'MultiTaskRandomFlip', 'MultiTaskRandomScale',

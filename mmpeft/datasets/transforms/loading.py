@@ -9,6 +9,7 @@ from PIL import Image
 
 from mmpeft.registry import TRANSFORMS
 from mmpeft.structures.multitask_data_sample import TASKS
+
 from ..pascal_context_mt import SEMSEG_CLASSES
 from ..pascal_part import read_human_parts
 

@@ -30,6 +30,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from mmpeft.registry import TRANSFORMS
+
 from .loading import IGNORE_INDEX
 
 LABEL_KEYS = ('gt_semseg', 'gt_parts', 'gt_sal')
