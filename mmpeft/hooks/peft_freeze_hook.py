@@ -87,7 +87,8 @@ class PEFTFreezeHook(Hook):
             self._rebuild_optimizer(runner, model, set(enabled) - before)
 
         if self.frozen_eval and self._handle is None:
-            names = frozen_norm_and_dropout_modules(model)
+            # the model holds trainable heads beside the frozen backbone: their dropout keeps training
+            names = frozen_norm_and_dropout_modules(model, parameterless='by_owner')
             if names:
                 self._handle = keep_in_eval(model, names)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -79,23 +79,48 @@ def apply_trainable(model: nn.Module, trainable: Patterns, frozen: Patterns = No
     return enabled
 
 
-def frozen_norm_and_dropout_modules(model: nn.Module) -> List[str]:
+def frozen_norm_and_dropout_modules(model: nn.Module, parameterless: str = 'frozen') -> List[str]:
     """Names of norm / dropout modules none of whose own parameters is trainable.
 
     Keeping them in eval mode makes a frozen module behave exactly as it did when pretrained (running
     statistics are not updated, dropout and drop-path are off).
+
+    Args:
+        parameterless: what counts as frozen among modules without parameters (dropout, drop-path):
+            ``'frozen'``: all of them (a frozen backbone with injected PEFT modules computes what it
+            was pretrained to compute; :func:`~mmpeft.backbones.PEFTBackbone` on the backbone alone);
+            ``'by_owner'``: those whose nearest ancestor holding parameters has no trainable one, so
+            the dropout of a trainable head keeps working (:class:`~mmpeft.hooks.PEFTFreezeHook` on
+            the whole model).
     """
     from torch.nn.modules.batchnorm import _BatchNorm
     from torch.nn.modules.dropout import _DropoutNd
+    if parameterless not in ('frozen', 'by_owner'):
+        raise ValueError(f"parameterless={parameterless!r} is not one of ('frozen', 'by_owner')")
     kinds: Tuple[type, ...] = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, _DropoutNd)
-    # timm / mmcv drop-path modules share no base class: matched by class name.
+    modules = dict(model.named_modules())
     out = []
-    for name, m in model.named_modules():
+    for name, m in modules.items():
         own = list(m.parameters(recurse=False))
+        # timm / mmcv drop-path modules share no base class: matched by class name.
         is_kind = isinstance(m, kinds) or type(m).__name__ in ('DropPath', 'DropBlock')
-        if name and is_kind and not any(p.requires_grad for p in own):
-            out.append(name)
+        if not name or not is_kind or any(p.requires_grad for p in own):
+            continue
+        if not own and parameterless == 'by_owner' and _owner_trains(modules, name):
+            continue
+        out.append(name)
     return out
+
+
+def _owner_trains(modules: Dict[str, nn.Module], name: str) -> bool:
+    """Whether the nearest ancestor of ``name`` that holds parameters has a trainable one."""
+    parts = name.split('.')
+    for k in range(len(parts) - 1, -1, -1):
+        owner = modules['.'.join(parts[:k])]
+        params = list(owner.parameters())
+        if params:
+            return any(p.requires_grad for p in params)
+    return False
 
 
 def optimizer_param_names(model: nn.Module, optimizer) -> List[str]:

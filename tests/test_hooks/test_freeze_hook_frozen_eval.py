@@ -23,6 +23,7 @@ def _cfg(make_seg_cfg, frozen_eval: bool):
     cfg.model.backbone = cfg.model.backbone.backbone       # a plain mmseg Swin, frozen by the hook
     cfg.model.backbone.drop_rate = 0.5                      # nn.Dropout after the patch embedding
     cfg.model.backbone.drop_path_rate = 0.3                 # DropPath in every block
+    cfg.model.decode_head.dropout_ratio = 0.1               # nn.Dropout2d in the trainable head
     cfg.custom_hooks = [dict(type='PEFTFreezeHook', trainable=['decode_head'], frozen_eval=frozen_eval)]
     return cfg
 
@@ -35,6 +36,8 @@ def test_frozen_dropout_stays_off_in_training(make_seg_cfg):
     assert len(probe.training_modules) == 2
     # every backbone dropout / drop-path is frozen (it has no trainable parameter): all in eval
     assert all(not any(n.startswith('backbone.') for n in s) for s in probe.training_modules)
+    # the trainable decode head's own dropout keeps training (the hook trains what it reports)
+    assert all('decode_head.dropout' in s for s in probe.training_modules), probe.training_modules
 
 
 def test_frozen_eval_off_leaves_them_training(make_seg_cfg):
