@@ -154,11 +154,6 @@ def pretrained_checkpoint(pretrained: Optional[str], init_cfg,
     return init_cfg['checkpoint'], init_cfg.get('prefix')
 
 
-def _compiling() -> bool:
-    compiler = getattr(torch, 'compiler', None)
-    return bool(compiler is not None and compiler.is_compiling())
-
-
 def even_depths(num_layers: int, num_stages: int, owner: str) -> List[int]:
     if num_layers % num_stages:
         raise ValueError(f'{owner}: the ViT has {num_layers} layers, which do not split evenly over '
@@ -406,7 +401,7 @@ class HSTViT(BaseModule):
         h, w = x.shape[-2:]
         x_side = pad_to_multiple(x, (32, 32))
         x_vit = pad_to_multiple(x_side, self.patch_size)
-        if self.execution == 'parallel' and not _compiling():
+        if self.execution == 'parallel' and not torch.compiler.is_compiling():  # threads are not traced
             maps = self._forward_parallel(x_side, x_vit)
         else:
             maps = self._forward_serial(x_side, x_vit)
