@@ -227,7 +227,7 @@ def build_row(row: str, args: argparse.Namespace) -> nn.Module:
     the head. Raises :class:`RowUnavailable` for ``hst-parallel`` when HSTViT has no ``execution``.
     """
     import mmpeft  # noqa: F401  (registers the backbones and methods)
-    from mmpeft.backbones import HSTViT, PEFTBackbone
+    from mmpeft.backbones import HSTViT, build_peft_backbone
     from mmpeft.registry import MODELS
     torch.manual_seed(0)
     overrides = vit_overrides(args)
@@ -250,7 +250,7 @@ def build_row(row: str, args: argparse.Namespace) -> nn.Module:
             backbone = MODELS.build(cfg)
         else:
             method = dict(METHODS[base], **(dict(rank=args.lora_rank) if base == 'lora' else {}))
-            backbone = PEFTBackbone(cfg, method)
+            backbone = build_peft_backbone(cfg, method)
         model = Classifier(backbone, nn.Linear(backbone.timm_model.embed_dim, args.classes), read='cls')
         if row in MERGED:
             _merge(model, row, args)
@@ -268,7 +268,7 @@ def _merge(model: Classifier, row: str, args: argparse.Namespace) -> None:
     x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         before = model(x)
-    model.backbone.peft_method.merge(model.backbone)
+    model.backbone.peft.merge_and_unload()
     with torch.inference_mode():
         diff = (model(x) - before).abs().max().item()
     left = [n for n, _ in model.backbone.named_parameters() if any(k in n for k in ('lora_', '.ssf'))]

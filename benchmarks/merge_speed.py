@@ -73,7 +73,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     import mmpeft  # noqa: F401  (registers the methods; after parsing, so --help is instant)
-    from mmpeft.backbones import PEFTBackbone
+    from mmpeft.backbones import build_peft_backbone
     from mmpeft.registry import MODELS
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     base.eval()  # (some toolbox backbones' train() returns None)
     variants: Dict[str, nn.Module] = {'plain': base}
     for name in args.methods:
-        peft = PEFTBackbone(cfg, dict(type=name)).to(args.device)
+        peft = build_peft_backbone(cfg, dict(type=name)).to(args.device)
         peft.load_state_dict(base.state_dict(), strict=False)
         # a trained-looking method: non-trivial parameters, so merging has something to fold
         with torch.no_grad():
@@ -94,7 +94,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                     prm.add_(0.02 * torch.randn_like(prm))
         peft.eval()
         merged = copy.deepcopy(peft)
-        merged.peft_method.merge(merged)
+        merged.peft.merge_and_unload()
         with torch.no_grad():
             diff = max((a - b).abs().max().item() for a, b in zip(peft(x), merged(x)))
         print(f'{name}: merged vs unmerged max abs difference {diff:.2e}')

@@ -56,7 +56,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.01))
+# constructor: optimizer of the trainable parameters only (see configs/_base_/schedules/polyhistor_60e.py)
+optim_wrapper = dict(type='OptimWrapper', constructor='TrainableOnlyOptimWrapperConstructor',
+                     optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.01))
 param_scheduler = [dict(type='PolyLR', power=1.0, begin=0, end=400, eta_min=1e-5, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=400, val_interval=200)
 val_cfg = dict(type='ValLoop')

@@ -14,3 +14,6 @@ model = dict(
         backbone=dict(type='SwinTransformer', arch='tiny', img_size=224, drop_path_rate=0.2,
                       init_cfg=dict(type='PretrainedOfficialSwin',
                                     checkpoint='pretrain/swin_tiny_patch4_window7_224.pth'))))
+# the toolbox's optimizer, given only the trainable parameters (without it they depend on import mmpeft's
+# global fix of the default constructor, which MMPEFT_DISABLE_FIXES switches off)
+optim_wrapper = dict(constructor='TrainableOnlyOptimWrapperConstructor')

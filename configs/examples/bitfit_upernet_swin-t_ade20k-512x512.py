@@ -14,3 +14,6 @@ model = dict(
             window_size=7, mlp_ratio=4, qkv_bias=True, drop_path_rate=0.3, patch_norm=True,
             out_indices=(0, 1, 2, 3),
             init_cfg=dict(type='Pretrained', checkpoint='pretrain/swin_tiny_patch4_window7_224.pth'))))
+# the toolbox's optimizer, given only the trainable parameters (without it they depend on import mmpeft's
+# global fix of the default constructor, which MMPEFT_DISABLE_FIXES switches off)
+optim_wrapper = dict(constructor='TrainableOnlyOptimWrapperConstructor')

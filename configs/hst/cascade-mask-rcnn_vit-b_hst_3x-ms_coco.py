@@ -28,7 +28,9 @@ model = dict(
         for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067])
     ]))
 
+# constructor: optimizer of the trainable parameters only (see configs/_base_/schedules/polyhistor_60e.py)
 optim_wrapper = dict(
+    constructor='TrainableOnlyOptimWrapperConstructor',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg={{_base_.hst_paramwise_cfg}})
 

@@ -12,6 +12,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor='TrainableOnlyOptimWrapperConstructor',  # trainable parameters only, even with the global fix off
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-4),
     paramwise_cfg={{_base_.hst_paramwise_cfg}})
 param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=80000, by_epoch=False)]

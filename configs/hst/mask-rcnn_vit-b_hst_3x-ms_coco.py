@@ -8,6 +8,8 @@ model = dict(
     backbone={{_base_.hst_backbone}},
     neck=dict(in_channels=[64, 128, 256, 384]))
 
+# constructor: optimizer of the trainable parameters only (see configs/_base_/schedules/polyhistor_60e.py)
 optim_wrapper = dict(
+    constructor='TrainableOnlyOptimWrapperConstructor',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg={{_base_.hst_paramwise_cfg}})

@@ -15,7 +15,9 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')),
     neck=dict(in_channels=[768, 768, 768, 768]))
 
+# constructor: optimizer of the trainable parameters only (see configs/_base_/schedules/polyhistor_60e.py)
 optim_wrapper = dict(
+    constructor='TrainableOnlyOptimWrapperConstructor',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05))
 
 custom_hooks = [

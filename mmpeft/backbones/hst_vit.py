@@ -92,7 +92,7 @@ from mmcv.cnn import build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
-from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
+from ..peft.attachment import PEFTAttachment
 from ..registry import MODELS
 from .hst_parallel import run_pipelined
 from .side_network import HierarchicalSideNetwork
@@ -212,6 +212,13 @@ class HSTViT(BaseModule):
         execution: ``'serial'`` (ViT, then side network) or ``'parallel'`` (Table 9's parallel HST:
             side block ``i`` runs as soon as ViT layer ``i`` is done, in a second thread and, on a GPU,
             a second CUDA stream; :mod:`mmpeft.backbones.hst_parallel`). Same outputs.
+        with_cp: activation checkpointing (default ``False``): while grad is enabled, each block of the
+            frozen ViT and each Side block runs under ``torch.utils.checkpoint.checkpoint``
+            (``use_reentrant=False``), so only its inputs are kept for the backward pass and its
+            activations are recomputed there -- less memory for about one more forward pass of those
+            blocks. Same outputs and gradients (drop path draws the same masks on recompute), same
+            parameters and state-dict keys. Serial execution only: ``execution='parallel'`` with
+            ``with_cp=True`` is an error.
         pretrained: local path of the ViT checkpoint (shorthand for ``init_cfg``); a URL or
             ``open-mmlab://`` name is an error (see :func:`pretrained_checkpoint`).
         checkpoint_layout: ``'auto'``, ``'timm'``, ``'mae'``, ``'mmpretrain'`` or ``'mmseg'`` (the
@@ -250,6 +257,7 @@ class HSTViT(BaseModule):
                  out_type: str = 'featmap',
                  pooled_norm_cfg: Optional[dict] = dict(type='BN1d', affine=False, eps=1e-6),
                  execution: str = 'serial',
+                 with_cp: bool = False,
                  pretrained: Optional[str] = None,
                  checkpoint_layout: str = 'auto',
                  init_cfg: Optional[dict] = None):
@@ -265,6 +273,13 @@ class HSTViT(BaseModule):
         if execution not in EXECUTIONS:
             raise ValueError(f'HSTViT: execution {execution!r} is not one of {EXECUTIONS}')
         self.execution = execution
+        if with_cp and execution == 'parallel':
+            # the recomputation would run in the backward pass, outside the pipeline's second thread /
+            # CUDA stream that produced the activations (and that Table 9's speed-up depends on)
+            raise ValueError("HSTViT: with_cp=True is not supported with execution='parallel'; use "
+                             "execution='serial' with with_cp=True (activation checkpointing), or "
+                             "execution='parallel' with with_cp=False")
+        self.with_cp = bool(with_cp)
         if meta_token_init not in META_TOKEN_INITS:
             raise ValueError(f'HSTViT: meta_token_init {meta_token_init!r} is not one of {META_TOKEN_INITS}')
         embed_dims = list(embed_dims)
@@ -322,7 +337,7 @@ class HSTViT(BaseModule):
             self.embed_dims, self.depths,
             num_heads=None if num_heads is None else list(num_heads)[:n_stages],
             mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, stem=stem, norm_cfg=stem_norm_cfg,
-            stem_channels=stem_channels, kv_norm=kv_norm)
+            stem_channels=stem_channels, kv_norm=kv_norm, with_cp=self.with_cp)
         if out_type == 'pooled' and pooled_norm_cfg is not None:
             self.fc_norm = build_norm_layer(pooled_norm_cfg, self.embed_dims[-1])[1]
         else:
@@ -335,14 +350,10 @@ class HSTViT(BaseModule):
         if tune_vit_norms:
             layers = '|'.join(str(i) for i in range(self.num_layers))
             patterns.append(rf'vit\.blocks\.({layers})\.norm[12]\.')
-        self.trainable_names = apply_trainable(self, patterns)
-        # frozen dropout / drop-path (and norms) of the ViT behave as pretrained: eval mode in training
-        frozen = frozen_norm_and_dropout_modules(self.vit)
-        if self.vit_drop_path_rate > 0:
-            # the ViT's stochastic depth is part of the recipe (its frozen norms and dropout are not)
-            modules = dict(self.vit.named_modules())
-            frozen = [n for n in frozen if type(modules[n]).__name__ != 'DropPath']
-        self.peft_eval_hook = keep_in_eval(self, ['vit.' + n for n in frozen])
+        # frozen dropout / drop-path (and norms) of the ViT behave as pretrained: eval mode in training,
+        # except the ViT's stochastic depth when it is part of the recipe (vit_drop_path_rate > 0)
+        keep = (lambda m: type(m).__name__ == 'DropPath') if self.vit_drop_path_rate > 0 else None
+        PEFTAttachment(self).freeze(patterns, eval_scope='vit', keep_training=keep)
 
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:
@@ -357,8 +368,7 @@ class HSTViT(BaseModule):
         self._is_init = True
 
     def _load_hst_official(self, checkpoint: str) -> None:
-        from ..utils.checkpoint_io import load_checkpoint_file
-        from ..utils.delta import state_dict_of
+        from ..utils.checkpoint_io import load_checkpoint_file, state_dict_of
         from .hst_official_checkpoint import convert_hst_official
         if self.checkpoint_prefix:
             raise ValueError(f"HSTViT: init_cfg prefix={self.checkpoint_prefix!r} does not apply to "
@@ -421,7 +431,8 @@ class HSTViT(BaseModule):
 
     def _forward_serial(self, x_side: torch.Tensor, x_vit: torch.Tensor) -> List[torch.Tensor]:
         with torch.set_grad_enabled(self._vit_needs_grad()):
-            seqs, grid, _ = vit_layer_sequences(self.vit, x_vit, self.num_layers, self.meta_tokens)
+            seqs, grid, _ = vit_layer_sequences(self.vit, x_vit, self.num_layers, self.meta_tokens,
+                                                with_cp=self.with_cp)
         prefix = self.vit.num_prefix_tokens
         n_reg = 0 if self.meta_tokens is None else self.meta_tokens.shape[1]
 

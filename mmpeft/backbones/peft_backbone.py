@@ -1,8 +1,7 @@
-"""PEFTBackbone: any registered backbone + a PEFT method, frozen at build time."""
+"""build_peft_backbone (config type ``PEFTBackbone``): any registered backbone + a PEFT method, frozen at build time."""
 import contextlib
 import inspect
 import re
-import types
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -10,9 +9,11 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 
-from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval, match_names
+from ..peft.attachment import PEFTAttachment
+from ..peft.layout import find_blocks
+from ..peft.policy import match_names
 from ..registry import MODELS, PEFT_METHODS
-from ..utils.delta import state_dict_of
+from ..utils.checkpoint_io import state_dict_of
 from . import swin_checkpoint  # noqa: F401  (registers the PretrainedOfficialSwin initializer)
 
 #: plain-backbone parameters a classification checkpoint legitimately lacks: the per-output norms
@@ -26,16 +27,20 @@ _SWIN_FIX = ("for an official Swin file (keys 'layers.<i>...', weights under 'mo
              "the file once with mmseg's tools/model_converters/swin2mmseg.py")
 
 
-def PEFTBackbone(backbone: dict, method: Optional[dict] = None,
-                 extra_trainable: Union[str, Sequence[str], None] = None,
-                 frozen: Union[str, Sequence[str], None] = None,
-                 pretrained: Optional[str] = None,
-                 not_pretrained: Union[str, Sequence[str], None] = None) -> nn.Module:
-    """Build ``backbone`` from any registry, apply ``method`` and freeze all it does not declare.
+def build_peft_backbone(backbone: dict, method: Optional[dict] = None,
+                        extra_trainable: Union[str, Sequence[str], None] = None,
+                        frozen: Union[str, Sequence[str], None] = None,
+                        pretrained: Optional[str] = None,
+                        not_pretrained: Union[str, Sequence[str], None] = None,
+                        with_cp: bool = False) -> nn.Module:
+    """Build ``backbone`` from any registry, attach ``method`` and freeze all it does not declare.
 
-    ``PEFTBackbone`` is a builder, not a wrapper class: it returns the toolbox's own backbone object,
-    so state-dict keys stay those of the plain backbone (``backbone.stages.0...``) and checkpoints load
-    as users have them. The method object is kept as ``backbone.peft_method``.
+    Registered as the model type ``PEFTBackbone`` (``dict(type='PEFTBackbone', backbone=..., method=...)``).
+    It is a builder, not a wrapper class: it returns the toolbox's own backbone object, so state-dict
+    keys stay those of the plain backbone (``backbone.stages.0...``) and checkpoints load as users have
+    them. Everything mmpeft attached is owned by ``backbone.peft``, a
+    :class:`~mmpeft.peft.attachment.PEFTAttachment` (the method, its modules and hooks, the trainable
+    policy, the task protocol; ``backbone.peft.detach()`` gives the plain backbone back).
 
     A frozen backbone is only as good as the weights loaded into it, and the toolboxes load
     ``init_cfg=dict(type='Pretrained')`` with ``strict=False``: a checkpoint of another layout loads
@@ -56,6 +61,10 @@ def PEFTBackbone(backbone: dict, method: Optional[dict] = None,
             another checkpoint itself, that is an error: which one was meant cannot be guessed.
         not_pretrained: patterns of plain-backbone parameters that the checkpoint is not expected to
             hold (they keep their initial values), on top of :data:`DEFAULT_NOT_PRETRAINED`.
+        with_cp: activation checkpointing of every transformer block (``backbone.peft.checkpoint_blocks``):
+            activations are recomputed in the backward pass, under the task of each call, for any
+            backbone family, whether or not the toolbox's class has a ``with_cp`` of its own. A
+            toolbox's own ``with_cp=True`` also works (with task-wise methods mmpeft takes it over).
 
     Returns:
         The backbone, with ``requires_grad`` set so that exactly the declared set trains, and (if the
@@ -69,34 +78,25 @@ def PEFTBackbone(backbone: dict, method: Optional[dict] = None,
     # under the toolbox's scope, mmengine would look for that scope in the method registry and log
     # a failed search for every build; methods live in mmpeft's own scope
     with DefaultScope.overwrite_default_scope('mmpeft'):
-        peft = PEFT_METHODS.build(method if method is not None else dict(type='FullFinetune'))
-    peft.inject(model)
-    patterns: List[str] = list(peft.trainable_patterns(model))
+        method_obj = PEFT_METHODS.build(method if method is not None else dict(type='FullFinetune'))
+    peft = PEFTAttachment.attach(model, method_obj)
+    patterns: List[str] = list(method_obj.trainable_patterns(model))
     if extra_trainable:
         patterns += [extra_trainable] if isinstance(extra_trainable, str) else list(extra_trainable)
-    enabled = apply_trainable(model, patterns, frozen, allow_empty=peft.allows_empty)
-    model.peft_method = peft
-    model.peft_trainable = enabled
-
-    model.peft_policy = dict(trainable=patterns, frozen=frozen, allow_empty=peft.allows_empty)
+    peft.freeze(patterns, frozen, allow_empty=method_obj.allows_empty, frozen_eval=method_obj.frozen_eval)
+    if with_cp:
+        peft.checkpoint_blocks([b.name for b in find_blocks(model)])
     names = [n for n, p in model.named_parameters() if id(p) in plain_params]
     if not_pretrained:
         match_names(names, not_pretrained, 'not_pretrained')  # a typo is an error, not a no-op
-    model.peft_not_pretrained = list(DEFAULT_NOT_PRETRAINED) + (
+    peft.not_pretrained = list(DEFAULT_NOT_PRETRAINED) + (
         [not_pretrained] if isinstance(not_pretrained, str) else list(not_pretrained or []))
-    model.peft_pretrained_params = names
+    peft.pretrained_params = names
     if getattr(model, 'init_weights', None) is not None:
-        # bound methods (not closures), so a deepcopy of the backbone (EMA, ...) re-binds to the copy
-        model.peft_plain_init_weights = model.init_weights
-        model.init_weights = types.MethodType(_init_weights_then_method, model)
-
-    if peft.frozen_eval:
-        frozen_modules = frozen_norm_and_dropout_modules(model)
-        if frozen_modules:
-            model.peft_eval_hook = keep_in_eval(model, frozen_modules)
+        peft.wrap_init_weights(_init_weights_then_method)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
-    print_log(f'PEFTBackbone: {type(model).__name__} + {type(peft).__name__}: '
+    print_log(f'PEFTBackbone: {type(model).__name__} + {type(method_obj).__name__}: '
               f'{n_train / 1e6:.2f}M of {n_all / 1e6:.2f}M parameters trainable', logger='current')
     return model
 
@@ -268,9 +268,10 @@ def _file_keys(checkpoint: str) -> List[str]:
 
 def _load_pretrained(self: nn.Module, checkpoint: str, *args, **kwargs) -> None:
     """The backbone's own init with its checkpoint, checked: every plain parameter must be loaded."""
-    with _watch_load(self, self.peft_pretrained_params) as (loaded, keys):
+    peft = self.peft
+    with _watch_load(self, peft.pretrained_params) as (loaded, keys):
         try:
-            self.peft_plain_init_weights(*args, **kwargs)
+            peft.plain_init_weights(*args, **kwargs)
         except AssertionError as e:
             if 'is not in the pretrained model' not in str(e):  # mmengine's Pretrained(prefix=...)
                 raise
@@ -280,22 +281,22 @@ def _load_pretrained(self: nn.Module, checkpoint: str, *args, **kwargs) -> None:
                 f'PEFTBackbone: {checkpoint} has no keys starting with the init_cfg prefix {prefix!r} '
                 f'(its keys: {_sample(_file_keys(checkpoint))}). Fix: drop `prefix` for a bare backbone '
                 f"file (prefix='backbone' is for a whole-model checkpoint); {_SWIN_FIX}.") from e
-    left = [n for n in self.peft_pretrained_params if n not in loaded]
-    exempt = [n for n in left if any(re.match(p, n) for p in self.peft_not_pretrained)]
+    left = [n for n in peft.pretrained_params if n not in loaded]
+    exempt = [n for n in left if any(re.match(p, n) for p in peft.not_pretrained)]
     left = [n for n in left if n not in set(exempt)]
     if left:
         seen = (f"the state dict it gave the backbone had the keys: {_sample(keys)}" if keys else
                 f"no state dict reached the backbone's modules (the file's keys: {_sample(_file_keys(checkpoint))})")
         raise KeyError(
             f'PEFTBackbone: the pretrained checkpoint {checkpoint} left {len(left)} of '
-            f'{len(self.peft_pretrained_params)} weights of {type(self).__name__} at their initial values '
+            f'{len(peft.pretrained_params)} weights of {type(self).__name__} at their initial values '
             f'(not in the checkpoint, of another shape, or re-initialised after the load): {_sample(left)}; {seen}. '
             f'The toolboxes load '
             f'with strict=False, so this would train on random weights. Fix: give a checkpoint of this '
             f"backbone's architecture and key layout: {_SWIN_FIX}; for a ViT, mmpeft's HSTViT / "
             f'ViTPyramid load timm / MAE / mmpretrain / mmseg layouts; check the init_cfg prefix. Weights '
-            f'meant to keep their init can be listed in PEFTBackbone(not_pretrained=[...]).')
-    print_log(f'PEFTBackbone: {checkpoint}: all {len(self.peft_pretrained_params) - len(exempt)} backbone '
+            f'meant to keep their init can be listed in build_peft_backbone(not_pretrained=[...]).')
+    print_log(f'PEFTBackbone: {checkpoint}: all {len(peft.pretrained_params) - len(exempt)} backbone '
               f'weights loaded' + (f'; not in the checkpoint, left at init: {_sample(exempt)}' if exempt else ''),
               logger='current')
 
@@ -312,11 +313,11 @@ def _init_weights_then_method(self: nn.Module, *args, **kwargs) -> None:
     if checkpoint is not None:
         _load_pretrained(self, checkpoint, *args, **kwargs)
     else:
-        self.peft_plain_init_weights(*args, **kwargs)
-    self.peft_method.init_weights(self)
+        self.peft.plain_init_weights(*args, **kwargs)
+    self.peft.method.init_weights(self)
     for n, p in self.named_parameters():
         if n in requires:
             p.requires_grad_(requires[n])
 
 
-MODELS.register_module(name='PEFTBackbone', module=PEFTBackbone)
+MODELS.register_module(name='PEFTBackbone', module=build_peft_backbone)

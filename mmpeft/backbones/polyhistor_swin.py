@@ -56,9 +56,10 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.models.backbones.swin import SwinBlock, SwinTransformer
 from torch import Tensor
 
+from ..peft.attachment import PEFTAttachment
 from ..peft.hypernet import AdapterHyperNetwork, AdapterParams, DecomposedHyperNetwork, LiteAdapterSite, adapter_branch
-from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
 from ..registry import MODELS
+from ..utils.checkpoint_io import unwrap_checkpoint
 
 MODES = ('polyhistor', 'polyhistor_lite', 'hyperformer')
 DEFAULT_TASKS = ('semseg', 'parts', 'sal', 'normals')
@@ -165,12 +166,7 @@ class PretrainedSwin(SwinTransformer):
     def load_pretrained(self, checkpoint: str) -> None:
         """Load ``checkpoint`` into the Swin weights (see the class docstring for layouts and checks)."""
         ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu', logger=None)
-        sd = ckpt.get('state_dict', ckpt.get('model', ckpt)) if isinstance(ckpt, dict) else None
-        if not isinstance(sd, dict) or not sd:
-            raise KeyError(f'{checkpoint}: no state dict found (looked for state_dict / model / top level)')
-        sd = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in sd.items())
-        if any(k.startswith('backbone.') for k in sd):
-            sd = OrderedDict((k[len('backbone.'):], v) for k, v in sd.items() if k.startswith('backbone.'))
+        sd, _, _ = unwrap_checkpoint(ckpt, checkpoint)  # module. / backbone. prefixes, container
         if any(k.startswith('layers.') for k in sd):
             sd = _official_to_mmseg(sd)
         sd = OrderedDict((k, v) for k, v in sd.items() if not _IGNORED_CKPT_KEYS.search(k))
@@ -178,8 +174,9 @@ class PretrainedSwin(SwinTransformer):
         for key in [k for k in sd if k.endswith('relative_position_bias_table') and k in own]:
             sd[key] = _resize_bias_table(sd[key], own[key].shape, key)
         missing, unexpected = self.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not _NEW_SWIN_KEYS.search(k)
-                   and not (self._added_keys is not None and self._added_keys.match(k))]
+        added = [rx for rx in (self._added_keys, getattr(vars(self).get('peft'), 'added_keys', None))
+                 if rx is not None]  # the class's own new modules, and those a PEFT method attached
+        missing = [k for k in missing if not _NEW_SWIN_KEYS.search(k) and not any(rx.match(k) for rx in added)]
         if missing or unexpected:
             raise KeyError(f'{checkpoint} does not fit {type(self).__name__}: '
                            f'missing {missing[:8]}{" ..." if len(missing) > 8 else ""} ({len(missing)}), '
@@ -308,18 +305,13 @@ class PolyhistorSwin(PretrainedSwin):
         if train_backbone_norms:
             patterns += [rf'{re.escape(n)}\.' for n, m in self.named_modules()
                          if isinstance(m, nn.LayerNorm)]
-        self._trainable_patterns = patterns
-        self.peft_trainable = apply_trainable(self, patterns)
-        if frozen_eval:
-            names = frozen_norm_and_dropout_modules(self)
-            if names:
-                self.peft_eval_hook = keep_in_eval(self, names)
+        PEFTAttachment(self).freeze(patterns, frozen_eval=frozen_eval)
 
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:
         super().init_weights()
         # loading pretrained weights must not change the trainable set
-        apply_trainable(self, self._trainable_patterns)
+        self.peft.restore_trainable()
 
     # ------------------------------------------------------------------ adapters
     def task_index(self, tasks: Optional[Sequence[str]]) -> Tuple[Tuple[str, ...], Tensor]:

@@ -40,6 +40,8 @@ import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 
+from .timm_vit import call_block
+
 #: LayerNorm eps of the released model: Side blocks and stage ends / stem and downsampling embeddings
 BLOCK_NORM_EPS = 1e-6
 EMBED_NORM_EPS = 1e-5
@@ -204,6 +206,7 @@ class HierarchicalSideNetwork(nn.Module):
         norm_cfg: the ``conv_bn`` stem's norm (default ``dict(type='BN')``; ``SyncBN`` under DDP).
         stem_channels: hidden width of the ``conv_ln`` stem (default ``d_1 // 2``).
         kv_norm: LayerNorm on the Meta-Global tokens before the key / value projections.
+        with_cp: activation checkpointing of every block while grad is enabled.
     """
 
     strides = (4, 8, 16, 32)
@@ -212,8 +215,9 @@ class HierarchicalSideNetwork(nn.Module):
                  num_heads: Optional[Sequence[int]] = None, mlp_ratio: float = 4.0,
                  drop_path_rate: float = 0.0, in_channels: int = 3,
                  stem: str = 'conv_bn', norm_cfg: Optional[dict] = None,
-                 stem_channels: Optional[int] = None, kv_norm: bool = False):
+                 stem_channels: Optional[int] = None, kv_norm: bool = False, with_cp: bool = False):
         super().__init__()
+        self.with_cp = with_cp
         embed_dims = [int(d) for d in embed_dims]
         if not 1 <= len(embed_dims) <= 4:
             raise ValueError(f'embed_dims {embed_dims}: 1 to 4 stages (strides 4, 8, 16, 32)')
@@ -289,7 +293,7 @@ class HierarchicalSideNetwork(nn.Module):
             tokens = x.flatten(2).transpose(1, 2).contiguous()
             for blk in blocks:
                 mg, fg = inject(layer, (h, w))
-                tokens = blk(tokens, mg, fg)
+                tokens = call_block(blk, tokens, mg, fg, with_cp=self.with_cp)
                 layer += 1
             x = self.norms[j](tokens).transpose(1, 2).unflatten(2, (h, w))
             outs.append(x)

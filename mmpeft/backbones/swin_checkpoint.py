@@ -8,7 +8,7 @@ Swin; mmpretrain does neither (its ``init_cfg=dict(type='Pretrained', prefix='ba
 file already converted). ``init_cfg=dict(type='PretrainedOfficialSwin', checkpoint=PATH)`` loads the
 official file into any of the three: mmdet's public ``swin_converter`` converts the layout, the
 classifier's final ``norm`` becomes the backbone's last output norm (mmpretrain's ``norm3``) and the
-classifier ``head`` is dropped. Inside a :func:`~mmpeft.backbones.PEFTBackbone` every backbone weight
+classifier ``head`` is dropped. Inside a :func:`~mmpeft.backbones.build_peft_backbone` every backbone weight
 left unloaded is then an error (see ``peft_backbone.py``).
 """
 from collections import OrderedDict
@@ -21,7 +21,7 @@ from mmengine.model.weight_init import PretrainedInit
 from mmengine.registry import WEIGHT_INITIALIZERS
 from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 
-from ..utils.delta import state_dict_of
+from ..utils.checkpoint_io import state_dict_of
 
 
 def official_swin_to_toolbox(state: Dict[str, torch.Tensor], module: nn.Module) -> 'OrderedDict[str, torch.Tensor]':

@@ -17,6 +17,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 # keyword arguments that would change what the trunk *is*; set here, not by the user
 _FIXED_KWARGS = ('pretrained', 'num_classes', 'global_pool', 'dynamic_img_size')
@@ -118,8 +119,17 @@ def vit_in_chans(vit: nn.Module) -> int:
     return vit.patch_embed.proj.in_channels
 
 
+def call_block(blk: nn.Module, *args: torch.Tensor, with_cp: bool = False) -> torch.Tensor:
+    """``blk(*args)``, under activation checkpointing (``torch.utils.checkpoint``, non-reentrant, the
+    RNG state replayed) when ``with_cp`` and grad is enabled: only the block's inputs are kept for the
+    backward pass, its activations are recomputed there."""
+    if with_cp and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(blk, *args, use_reentrant=False)
+    return blk(*args)
+
+
 def iter_vit_layers(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] = None,
-                    register_tokens: Optional[torch.Tensor] = None
+                    register_tokens: Optional[torch.Tensor] = None, with_cp: bool = False
                     ) -> Iterator[Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]]:
     """Run ``vit``'s embedding and first ``num_layers`` blocks, yielding after every layer.
 
@@ -149,15 +159,15 @@ def iter_vit_layers(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] =
         blk = vit.blocks[i]
         if n:
             reg = register_tokens[i].unsqueeze(0).expand(b, -1, -1).to(tokens.dtype)
-            out = blk(torch.cat([tokens, reg], dim=1))
+            out = call_block(blk, torch.cat([tokens, reg], dim=1), with_cp=with_cp)
             tokens = out[:, :-n]
         else:
-            out = tokens = blk(tokens)
+            out = tokens = call_block(blk, tokens, with_cp=with_cp)
         yield out, (h, w), tokens
 
 
 def vit_layer_sequences(vit: nn.Module, x: torch.Tensor, num_layers: Optional[int] = None,
-                        register_tokens: Optional[torch.Tensor] = None
+                        register_tokens: Optional[torch.Tensor] = None, with_cp: bool = False
                         ) -> Tuple[List[torch.Tensor], Tuple[int, int], torch.Tensor]:
     """Run ``vit``'s embedding and first ``num_layers`` blocks, keeping every layer's whole output.
 
@@ -169,7 +179,7 @@ def vit_layer_sequences(vit: nn.Module, x: torch.Tensor, num_layers: Optional[in
         sequence after the last layer run (before the final norm).
     """
     seqs: List[torch.Tensor] = []
-    for out, grid, tokens in iter_vit_layers(vit, x, num_layers, register_tokens):
+    for out, grid, tokens in iter_vit_layers(vit, x, num_layers, register_tokens, with_cp=with_cp):
         seqs.append(out)
     return seqs, grid, tokens
 

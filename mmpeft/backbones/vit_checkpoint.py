@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from ..utils.checkpoint_io import unwrap_checkpoint
+
 LAYOUTS = ('auto', 'timm', 'mae', 'mmpretrain', 'mmseg')
 
 # (prefix, why) of checkpoint keys that a headless ViT trunk does not use
@@ -104,42 +106,6 @@ def mmpretrain_to_timm(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torc
 def mmseg_to_timm(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     """Rename an mmseg ``VisionTransformer`` state dict (``nn.MultiheadAttention`` based) to timm keys."""
     return _convert(state, _MMSEG_RULES, 'mmseg')
-
-
-def unwrap_checkpoint(ckpt: dict, source: str = 'checkpoint', prefix: Optional[str] = None
-                      ) -> Tuple[Dict[str, torch.Tensor], str, List[str]]:
-    """The ViT's state dict inside a checkpoint object.
-
-    ``prefix`` (e.g. ``'encoder.'``) selects the ViT's keys in a bigger model's checkpoint; without it
-    a ``backbone.`` prefix is recognised.
-
-    Returns:
-        ``(state, container, dropped)``: the tensors with ``module.`` / ``backbone.`` prefixes removed,
-        where they were found (``'model'``, ``'state_dict'`` or ``'root'``), and the keys of other
-        model parts that were left out (a toolbox checkpoint's ``head.`` / ``neck.`` ...).
-    """
-    if not isinstance(ckpt, dict):
-        raise TypeError(f'{source} holds a {type(ckpt).__name__}, not a state dict')
-    container = 'root'
-    for key in ('state_dict', 'model'):
-        if key in ckpt and isinstance(ckpt[key], dict):
-            ckpt, container = ckpt[key], key
-            break
-    state = OrderedDict((k, v) for k, v in ckpt.items() if isinstance(v, torch.Tensor))
-    if not state:
-        raise KeyError(f'{source} has no tensors (top-level keys: {_sample(list(ckpt))})')
-    if all(k.startswith('module.') for k in state):
-        state = OrderedDict((k[len('module.'):], v) for k, v in state.items())
-    dropped: List[str] = []
-    if prefix is None and any(k.startswith('backbone.') for k in state):
-        prefix = 'backbone.'
-    if prefix:
-        dropped = [k for k in state if not k.startswith(prefix)]
-        state = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
-        if not state:
-            raise KeyError(f'{source} has no keys starting with prefix {prefix!r} '
-                           f'(keys: {_sample(dropped)})')
-    return state, container, dropped
 
 
 def detect_layout(state: Dict[str, torch.Tensor], container: str = 'root') -> str:

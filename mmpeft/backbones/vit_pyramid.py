@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from timm.layers import LayerNorm2d
 
-from ..peft.policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_eval
+from ..peft.attachment import PEFTAttachment
 from ..registry import MODELS
 from .hst_vit import pretrained_checkpoint
 from .timm_vit import (
@@ -89,11 +89,9 @@ class ViTPyramid(BaseModule):
         self.fpn3 = nn.Identity()
         self.fpn4 = nn.MaxPool2d(2, 2)
         if finetune == 'linear_probe':
-            self.trainable_names = apply_trainable(self, [r'fpn1\.', r'fpn2\.'])
             # the frozen ViT behaves as pretrained: dropout / drop-path off in training
-            self.peft_eval_hook = keep_in_eval(self, ['vit.' + n for n in frozen_norm_and_dropout_modules(self.vit)])
-        else:
-            self.trainable_names = apply_trainable(self, [r'.'])
+            PEFTAttachment(self).freeze([r'fpn1\.', r'fpn2\.'], eval_scope='vit')
+        # finetune='full': every parameter trains (as built); a PEFTBackbone around it attaches a method
 
     def init_weights(self) -> None:
         """Load the ViT checkpoint (if any), strictly; the pyramid modules keep PyTorch's init."""

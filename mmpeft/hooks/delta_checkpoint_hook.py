@@ -9,7 +9,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner.checkpoint import save_checkpoint
 
 from ..registry import HOOKS
-from ..utils.delta import DELTA_KEY, file_tensor_hash, load_base_file, make_delta_meta, state_dict_of
+from ..utils.checkpoint_io import state_dict_of
+from ..utils.delta import DELTA_KEY, file_tensor_hash, load_base_file, make_delta_meta
 
 
 @HOOKS.register_module()

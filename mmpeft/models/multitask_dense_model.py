@@ -4,9 +4,11 @@ The PASCAL-Context benchmark of the Polyhistor paper: semantic segmentation (21 
 (7), saliency (1 logit) and surface normals (3), with cross-entropy, cross-entropy, balanced binary
 cross-entropy and L1 on L2-normalised normals.
 
-The backbone is either task-conditioned (``backbone.task_conditioned``, e.g. :class:`PolyhistorSwin`),
-called as ``backbone(x, tasks=[...])`` and returning ``{task: features}``, or shared: called once,
-its features feeding every head (full fine-tuning, decoders only, single-task models).
+The backbone is either task-conditioned, returning ``{task: features}``: a class made for it
+(``task_conditioned = True``, e.g. :class:`PolyhistorSwin`, called as ``backbone(x, tasks=[...])``) or a
+backbone with T > 1 task-wise PEFT modules (called as ``backbone.peft.forward_tasks(x, tasks)``); or
+shared: called once, its features feeding every head (full fine-tuning, decoders only, single-task
+models).
 """
 import logging
 from collections import OrderedDict
@@ -99,11 +101,14 @@ class MultiTaskDenseModel(BaseModel):
         self.loss_weights = {t: float(loss_weights.get(t, 1.0)) for t in self.tasks}
 
         self.backbone = MODELS.build(backbone)
-        self.task_conditioned = bool(getattr(self.backbone, 'task_conditioned', False))
+        peft = vars(self.backbone).get('peft')
+        self.task_wise_peft = peft is not None and peft.num_tasks > 1
+        self.task_conditioned = self.task_wise_peft or bool(getattr(type(self.backbone), 'task_conditioned', False))
         if self.task_conditioned:
-            missing = [t for t in self.tasks if t not in self.backbone.tasks]
+            known = peft.tasks if self.task_wise_peft else self.backbone.tasks
+            missing = [t for t in self.tasks if t not in known]
             if missing:
-                raise KeyError(f'the backbone has no task embedding for {missing} (it knows {self.backbone.tasks})')
+                raise KeyError(f'the backbone has no task embedding for {missing} (it knows {known})')
         self.decode_heads = nn.ModuleDict(
             {t: MODELS.build(dict(decode_head, out_channels=outputs[t])) for t in self.tasks})
         self.losses = nn.ModuleDict({t: MODELS.build(loss_cfgs[t]) for t in self.tasks})
@@ -144,6 +149,8 @@ class MultiTaskDenseModel(BaseModel):
     # ------------------------------------------------------------------ features and logits
     def extract_feats(self, inputs: Tensor, tasks: Sequence[str]) -> Dict[str, List[Tensor]]:
         """``{task: multi-scale features}``: one (possibly batched) task-conditioned call, or one shared pass."""
+        if self.task_wise_peft:
+            return self.backbone.peft.forward_tasks(inputs, list(tasks))
         if self.task_conditioned:
             return self.backbone(inputs, tasks=list(tasks))
         feats = self.backbone(inputs)

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import PEFT_METHODS
-from .layout import activation, find_blocks, get_module, resolve_positions
+from .layout import activation, find_blocks, resolve_positions
 from .taskwise import TaskSwitch, TaskWise, TaskWiseMethod
 
 
@@ -198,16 +198,16 @@ class Adapter(TaskWiseMethod):
                                 with_norm=self.with_norm, rank=self.rank, shared=self.shared,
                                 scale=self.scale, parallel=self.mode == 'parallel')
 
-    def _inject(self, backbone: nn.Module) -> None:
+    def _inject(self, peft) -> None:
         parallel = self.mode == 'parallel'
-        for blk in find_blocks(backbone):
+        for blk in find_blocks(peft.model):
             for pos in self.positions:
-                adapter = self._add(backbone, blk.name, f'adapter_{pos}', self.make_adapter(blk.dims, blk.name))
+                adapter = peft.add(blk.name, f'adapter_{pos}', self.make_adapter(blk.dims, blk.name))
                 # sequential: after the attention's output projection / the MLP (before residual);
                 # parallel: beside the whole attention / MLP, reading the same normalised input
                 target = {('attn', False): blk.proj, ('attn', True): blk.attn,
                           ('mlp', False): blk.mlp, ('mlp', True): blk.mlp}[pos, parallel]
-                get_module(backbone, target).register_forward_hook(adapter.hook)
+                peft.hook(target, adapter.hook)
 
     def __repr__(self) -> str:
         n = (f'hidden_dims={self.hidden_dims}' if self.hidden_dims

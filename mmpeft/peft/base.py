@@ -2,14 +2,17 @@
 
 A method does two things to a backbone, both at build time:
 
-1. ``inject(backbone)``: add its modules (adapters, prompts, low-rank branches ...) in place. Pure
-   parameter-selection methods (BitFit, LayerNorm tuning) inject nothing.
+1. ``inject(peft)``: add its modules (adapters, prompts, low-rank branches ...) and hooks through the
+   backbone's :class:`~mmpeft.peft.attachment.PEFTAttachment` ``peft`` (``peft.add``, ``peft.hook``,
+   ``peft.window_attention``), which owns them and can remove them. Pure parameter-selection methods
+   (BitFit, LayerNorm tuning) inject nothing.
 2. ``trainable_patterns(backbone)``: declare which parameters train, as regular expressions matched
    at the start of the backbone's parameter names.
 
-:func:`mmpeft.backbones.PEFTBackbone` then freezes everything else (:mod:`mmpeft.peft.policy`), so a
-config line ``method=dict(type='BitFit')`` switches methods. Mergeable methods (LoRA, SSF) also
-implement ``merge(backbone)``, folding their modules into the frozen weights.
+:func:`mmpeft.backbones.build_peft_backbone` (config type ``PEFTBackbone``) then freezes everything
+else (``peft.freeze``), so a config line ``method=dict(type='BitFit')`` switches methods. Mergeable
+methods (LoRA, SSF) register each hook with the injected module that folds it into the frozen weights
+(``merge_into`` / ``unmerge_from``): ``backbone.peft.merge()`` / ``unmerge()``.
 """
 from typing import List
 
@@ -29,12 +32,15 @@ class PEFTMethod:
     allows_empty: bool = False
     #: whether ``merge`` folds the method into the frozen weights
     mergeable: bool = False
+    #: whether the backbone may checkpoint its blocks (``with_cp``); if not, ``not_checkpointable`` says why
+    checkpointable: bool = True
+    not_checkpointable: str = ''
 
     def __init__(self, frozen_eval: bool = True):
         self.frozen_eval = frozen_eval
 
-    def inject(self, backbone: nn.Module) -> None:
-        """Add the method's modules to ``backbone`` in place (default: nothing)."""
+    def inject(self, peft) -> None:
+        """Add the method's modules and hooks to ``peft.model`` through ``peft`` (default: nothing)."""
 
     def init_weights(self, backbone: nn.Module) -> None:
         """Re-initialise injected modules after the backbone's own ``init_weights`` (default: nothing).
@@ -46,9 +52,6 @@ class PEFTMethod:
     def trainable_patterns(self, backbone: nn.Module) -> List[str]:
         """Regular expressions of the trainable parameter names, relative to ``backbone``."""
         raise NotImplementedError
-
-    def merge(self, backbone: nn.Module) -> None:
-        raise NotImplementedError(f'{type(self).__name__} cannot be merged into the frozen weights')
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}()'

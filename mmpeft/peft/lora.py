@@ -6,7 +6,8 @@ For a frozen linear ``y = W x + b`` with ``W`` in ``R^{d_out x d_in}``::
 
 with rank ``r`` and output scale ``s``. ``A`` is Kaiming-uniform, ``B`` zero, so training starts from
 the pretrained function. After training ``W <- W + s B A`` folds the update into the frozen weight
-(:meth:`LoRA.merge`), and the merged network is the plain architecture at the plain speed.
+(``backbone.peft.merge()``, :meth:`LoRABranch.merge_into`), and the merged network is the plain
+architecture at the plain speed.
 
 Defaults follow Polyhistor sec. 5.2 ("LoRA applied the low-rank decomposition on attention layers ...
 rank r = 4 and the adapter output scale (i.e., 4)"): ``rank=4``, ``scaling=4`` on the fused ``qkv``
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from ..registry import PEFT_METHODS
 from .layout import find_blocks, get_module
-from .taskwise import TaskKey, TaskSwitch, TaskWise, TaskWiseMethod
+from .taskwise import TaskSwitch, TaskWise, TaskWiseMethod
 
 #: targets LoRA knows: the fused qkv (one pair over all 3d outputs), one of its q / k / v row blocks
 #: (one pair each, as the LoRA paper's W_q / W_v), the attention output projection, the MLP linears
@@ -66,6 +67,22 @@ class LoRABranch(TaskWise):
     def delta_weight(self, t: int) -> torch.Tensor:
         """``s * B_t A_t``: (d_rows, d_in)."""
         return self.scaling * (self.B[t] @ self.A[t])
+
+    def _rows(self, base: nn.Linear) -> torch.Tensor:
+        return base.weight if self.rows is None else base.weight[self.rows[0]:self.rows[1]]
+
+    @torch.no_grad()
+    def merge_into(self, base: nn.Linear, t: int) -> None:
+        """``W <- W + s B_t A_t`` (the mergeable interface of :class:`~mmpeft.peft.attachment.PEFTAttachment`)."""
+        if self.norm:
+            raise ValueError('LoRA(norm=True) cannot be merged: the LayerNorm inside each branch makes '
+                             'the update depend non-linearly on the input')
+        self._rows(base).add_(self.delta_weight(t).to(base.weight.dtype))
+
+    @torch.no_grad()
+    def unmerge_from(self, base: nn.Linear, t: int) -> None:
+        """``W <- W - s B_t A_t``."""
+        self._rows(base).sub_(self.delta_weight(t).to(base.weight.dtype))
 
     def hook(self, module: nn.Linear, args, output: torch.Tensor) -> torch.Tensor:
         t = self.t
@@ -122,8 +139,6 @@ class LoRA(TaskWiseMethod):
         self.dropout = dropout
         self.norm = norm
         self.mergeable = not norm
-        # (branch name, linear name) pairs, relative to the backbone
-        self.branches = []
 
     def _sites(self, backbone: nn.Module) -> List[Tuple[str, str, nn.Linear, Optional[Tuple[int, int]], int]]:
         """(target, linear name, linear, updated rows, number of rows) for every targeted linear."""
@@ -160,38 +175,17 @@ class LoRA(TaskWiseMethod):
             warnings.warn(f'LoRA rank={self.rank} equals the width of {full[:3]}: a full-rank update with more '
                           f'parameters than the weight itself; a smaller rank is what LoRA is for')
 
-    def _inject(self, backbone: nn.Module) -> None:
-        sites = self._sites(backbone)
+    def _inject(self, peft) -> None:
+        sites = self._sites(peft.model)
         self._check_rank(sites)
         for target, linear_name, linear, rows, out_rows in sites:
             branch = LoRABranch(self.switch, linear.in_features, out_rows, self.rank, self.scaling,
                                 rows, self.dropout, self.norm)
             owner, _, local = linear_name.rpartition('.')
             attr = f'lora_{target}' if target in ('q', 'k', 'v') else f'lora_{local}'
-            self._add(backbone, owner, attr, branch)
-            self.branches.append((self.injected[-1], linear_name))
-            linear.register_forward_hook(branch.hook)
-
-    @torch.no_grad()
-    def merge(self, backbone: nn.Module, task: Optional[TaskKey] = None) -> None:
-        """Fold ``s * B_t A_t`` into each frozen weight, then remove the branches.
-
-        With T task-wise sets, ``task`` picks the one to fold (the result is that task's network).
-        """
-        if self.norm:
-            raise ValueError('LoRA(norm=True) cannot be merged: the LayerNorm inside each branch makes '
-                             'the update depend non-linearly on the input')
-        t = self._merge_task(task)
-        for branch_name, linear_name in self.branches:
-            branch: LoRABranch = get_module(backbone, branch_name)
-            weight = get_module(backbone, linear_name).weight
-            delta = branch.delta_weight(t).to(weight.dtype)
-            if branch.rows is None:
-                weight.add_(delta)
-            else:
-                weight[branch.rows[0]:branch.rows[1]].add_(delta)
-        self.branches = []
-        self.remove(backbone)
+            peft.add(owner, attr, branch)
+            # merging folds s B A into the linear's weight; with the norm the branch is not linear
+            peft.hook(linear_name, branch.hook, merge_with=None if self.norm else branch)
 
     def __repr__(self) -> str:
         return (f'LoRA(rank={self.rank}, scaling={self.scaling}, targets={self.targets}, '

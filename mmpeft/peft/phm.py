@@ -152,10 +152,10 @@ class PHMLayer(Adapter):
                           act=self.act, with_norm=self.with_norm, shared=self.shared,
                           scale=self.scale, parallel=self.mode == 'parallel')
 
-    def _inject(self, backbone: nn.Module) -> None:
-        find_blocks(backbone)  # fail on an unknown layout before adding anything
-        self._rule = self._add(backbone, '', 'phm_rule', PHMRule(self.switch, self.phm_dim))
-        super()._inject(backbone)
+    def _inject(self, peft) -> None:
+        find_blocks(peft.model)  # fail on an unknown layout before adding anything
+        self._rule = peft.add('', 'phm_rule', PHMRule(self.switch, self.phm_dim))
+        super()._inject(peft)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f', phm_dim={self.phm_dim}, factorized={self.factorized})'

@@ -88,7 +88,7 @@ def frozen_norm_and_dropout_modules(model: nn.Module, parameterless: str = 'froz
     Args:
         parameterless: what counts as frozen among modules without parameters (dropout, drop-path):
             ``'frozen'``: all of them (a frozen backbone with injected PEFT modules computes what it
-            was pretrained to compute; :func:`~mmpeft.backbones.PEFTBackbone` on the backbone alone);
+            was pretrained to compute; :func:`~mmpeft.backbones.build_peft_backbone` on the backbone alone);
             ``'by_owner'``: those whose nearest ancestor holding parameters has no trainable one, so
             the dropout of a trainable head keeps working (:class:`~mmpeft.hooks.PEFTFreezeHook` on
             the whole model).
@@ -150,6 +150,21 @@ def restrict_optimizer(optimizer, keep: Optional[Iterable] = None) -> int:
     return removed
 
 
+class _KeepInEval:
+    """Forward pre-hook putting the named sub-modules in eval mode while their root trains. Holds the
+    names, not the modules: a deep copy (EMA) or a pickled model keeps a working hook of its own."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+
+    def __call__(self, root: nn.Module, args) -> None:
+        if root.training:
+            for name in self.names:
+                m = root.get_submodule(name)
+                if m.training:
+                    m.eval()
+
+
 def keep_in_eval(module: nn.Module, names: Sequence[str]):
     """Keep the named sub-modules of ``module`` in eval mode whenever ``module`` runs in training.
 
@@ -160,12 +175,4 @@ def keep_in_eval(module: nn.Module, names: Sequence[str]):
     missing = [n for n in names if n not in subs]
     if missing:
         raise KeyError(f'modules {missing} not found in {type(module).__name__}')
-    targets = [subs[n] for n in names]
-
-    def _pre_hook(mod, args):
-        if mod.training:
-            for m in targets:
-                if m.training:
-                    m.eval()
-
-    return module.register_forward_pre_hook(_pre_hook)
+    return module.register_forward_pre_hook(_KeepInEval(names))

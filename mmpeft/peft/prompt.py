@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import PEFT_METHODS
-from .layout import find_blocks, get_module, override_window_attention
+from .layout import find_blocks, get_module
 from .taskwise import TaskSwitch, TaskWise, TaskWiseMethod
 
 
@@ -107,7 +107,8 @@ class VPT(TaskWiseMethod):
             raise ValueError(f'num_tokens must be a positive int, got {num_tokens!r}')
         self.num_tokens, self.deep = num_tokens, deep
 
-    def _inject(self, backbone: nn.Module) -> None:
+    def _inject(self, peft) -> None:
+        backbone = peft.model
         blocks = find_blocks(backbone)
         windowed = {b.windowed for b in blocks}
         if len(windowed) > 1:
@@ -116,22 +117,23 @@ class VPT(TaskWiseMethod):
         bound = _prompt_init_bound(backbone, blocks[0].dims)
         chosen = blocks if self.deep else blocks[:1]
         for blk in chosen:
-            prompts = self._add(backbone, blk.name, 'vpt',
-                                PromptTokens(self.switch, self.num_tokens, blk.dims, bound))
+            prompts = peft.add(blk.name, 'vpt', PromptTokens(self.switch, self.num_tokens, blk.dims, bound))
             if blk.windowed:
-                override_window_attention(get_module(backbone, blk.attn), extra_kv=prompts.tokens)
+                peft.window_attention(blk.attn, extra_kv=prompts.tokens)
             elif self.deep:
-                block = get_module(backbone, blk.name)
-                block.register_forward_pre_hook(prompts.insert)
-                block.register_forward_hook(prompts.strip)
+                peft.hook(blk.name, prompts.insert, pre=True)
+                peft.hook(blk.name, prompts.strip)
         if not blocks[0].windowed and not self.deep:
-            prompts = get_module(backbone, self.injected[0])
+            self.checkpointable = False
+            self.not_checkpointable = ('VPT-shallow on a plain ViT carries the prompt states from block to block '
+                                       'beside the sequence, which a recomputed block cannot reproduce; use '
+                                       'VPTDeep, or with_cp=False')
+            prompts = get_module(backbone, peft.injected[0])
             prompts._first.append(get_module(backbone, blocks[0].name))
             prompts._last.append(get_module(backbone, blocks[-1].name))
             for blk in blocks:
-                block = get_module(backbone, blk.name)
-                block.register_forward_pre_hook(prompts.insert_carried)
-                block.register_forward_hook(prompts.strip_carried)
+                peft.hook(blk.name, prompts.insert_carried, pre=True)
+                peft.hook(blk.name, prompts.strip_carried)
 
     def __repr__(self) -> str:
         return f'VPT(num_tokens={self.num_tokens}, deep={self.deep}, num_tasks={self.num_tasks})'

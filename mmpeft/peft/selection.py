@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ..registry import PEFT_METHODS
 from .base import PEFTMethod
-from .layout import get_module, override_window_attention
+from .layout import get_module
 from .taskwise import TaskSwitch, TaskWise, TaskWiseMethod
 
 
@@ -84,12 +84,13 @@ _BIAS_OWNERS = ((nn.Linear, -1), (nn.LayerNorm, -1), (nn.Conv1d, 1), (nn.Conv2d,
 class _TaskWiseSelection(TaskWiseMethod):
     """Selection methods with optional task-wise deltas (see the module docstring)."""
 
-    def inject(self, backbone: nn.Module) -> None:
+    def inject(self, peft) -> None:
         if self.num_tasks == 1:
             return  # single task: train the selected tensors themselves, nothing to inject
-        super().inject(backbone)
+        super().inject(peft)
 
-    def _add_bias_deltas(self, backbone: nn.Module) -> None:
+    def _add_bias_deltas(self, peft) -> None:
+        backbone = peft.model
         for name, p in list(backbone.named_parameters()):
             owner_name, _, local = name.rpartition('.')
             if local != 'bias':
@@ -100,19 +101,19 @@ class _TaskWiseSelection(TaskWiseMethod):
                 raise ValueError(f'task-wise {type(self).__name__}: "{name}" belongs to a '
                                  f'{type(owner).__name__}, whose bias is not simply added to its output; '
                                  f'supported: {[c.__name__ for c, _ in _BIAS_OWNERS]}')
-            delta = self._add(backbone, owner_name, 'task_bias', TaskDelta(self.switch, p, dim))
-            owner.register_forward_hook(delta.hook)
+            delta = peft.add(owner_name, 'task_bias', TaskDelta(self.switch, p, dim))
+            peft.hook(owner_name, delta.hook)
 
-    def _add_table_deltas(self, backbone: nn.Module) -> None:
+    def _add_table_deltas(self, peft) -> None:
+        backbone = peft.model
         found = False
         for name, p in list(backbone.named_parameters()):
             owner_name, _, local = name.rpartition('.')
             if local != 'relative_position_bias_table':
                 continue
             found = True
-            owner = get_module(backbone, owner_name)
-            delta = self._add(backbone, owner_name, 'task_table', TaskDelta(self.switch, p))
-            override_window_attention(owner, table=delta.table)
+            delta = peft.add(owner_name, 'task_table', TaskDelta(self.switch, p))
+            peft.window_attention(owner_name, table=delta.table)
         if not found:
             raise ValueError(f'{type(backbone).__name__} has no relative_position_bias_table')
 
@@ -131,10 +132,10 @@ class BitFit(_TaskWiseSelection):
         super().__init__(num_tasks=num_tasks, tasks=tasks, frozen_eval=frozen_eval)
         self.relative_position_bias = relative_position_bias
 
-    def _inject(self, backbone: nn.Module) -> None:
-        self._add_bias_deltas(backbone)
+    def _inject(self, peft) -> None:
+        self._add_bias_deltas(peft)
         if self.relative_position_bias:
-            self._add_table_deltas(backbone)
+            self._add_table_deltas(peft)
 
     def trainable_patterns(self, backbone: nn.Module) -> List[str]:
         if self.num_tasks > 1:
@@ -166,8 +167,8 @@ class RelativePositionBias(_TaskWiseSelection):
                  frozen_eval: bool = True):
         super().__init__(num_tasks=num_tasks, tasks=tasks, frozen_eval=frozen_eval)
 
-    def _inject(self, backbone: nn.Module) -> None:
-        self._add_table_deltas(backbone)
+    def _inject(self, peft) -> None:
+        self._add_table_deltas(peft)
 
     def trainable_patterns(self, backbone: nn.Module) -> List[str]:
         if self.num_tasks > 1:

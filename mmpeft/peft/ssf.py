@@ -14,9 +14,10 @@ N(1, sigma) / N(0, sigma)).
 
 Because ``gamma * (W x + b) + beta = (diag(gamma) W) x + (gamma * b + beta)`` (and likewise for a
 LayerNorm's affine and a convolution), the trained factors fold into the frozen weights
-(:meth:`SSF.merge`): the merged network is the plain architecture. An operation without a bias (Swin's
-patch-merging reduction, ``qkv_bias=False``) gets a scale only, so that the fold needs no new key; a
-LayerNorm without affine parameters gets nothing. Under ``num_tasks=T`` every factor is task-wise.
+(``backbone.peft.merge()``, :meth:`ScaleShift.merge_into`): the merged network is the plain
+architecture. An operation without a bias (Swin's patch-merging reduction, ``qkv_bias=False``) gets a
+scale only, so that the fold needs no new key; a LayerNorm without affine parameters gets nothing.
+Under ``num_tasks=T`` every factor is task-wise.
 """
 from typing import Optional, Sequence
 
@@ -25,7 +26,7 @@ import torch.nn as nn
 
 from ..registry import PEFT_METHODS
 from .layout import find_blocks, get_module, transformer_scope
-from .taskwise import TaskKey, TaskSwitch, TaskWise, TaskWiseMethod
+from .taskwise import TaskSwitch, TaskWise, TaskWiseMethod
 
 SSF_TYPES = (nn.Linear, nn.LayerNorm, nn.Conv2d)
 
@@ -59,15 +60,29 @@ class ScaleShift(TaskWise):
         return out if self.beta is None else out + self._view(self.beta[t], output.dim())
 
     @torch.no_grad()
-    def fold_into(self, module: nn.Module, t: int) -> None:
-        """Fold task ``t``'s factors into ``module``'s weight and bias (in place)."""
-        gamma = self.gamma[t].to(module.weight.dtype)
-        shape = (-1,) + (1,) * (module.weight.dim() - 1)
-        module.weight.mul_(gamma.view(shape))
-        if module.bias is not None:
-            module.bias.mul_(gamma)
+    def merge_into(self, base: nn.Module, t: int) -> None:
+        """Fold task ``t``'s factors into ``base``'s weight and bias: ``W <- gamma W``,
+        ``b <- gamma b + beta`` (the mergeable interface of :class:`~mmpeft.peft.attachment.PEFTAttachment`)."""
+        gamma = self.gamma[t].to(base.weight.dtype)
+        shape = (-1,) + (1,) * (base.weight.dim() - 1)
+        base.weight.mul_(gamma.view(shape))
+        if base.bias is not None:
+            base.bias.mul_(gamma)
             if self.beta is not None:
-                module.bias.add_(self.beta[t].to(module.bias.dtype))
+                base.bias.add_(self.beta[t].to(base.bias.dtype))
+
+    @torch.no_grad()
+    def unmerge_from(self, base: nn.Module, t: int) -> None:
+        """``b <- (b - beta) / gamma``, ``W <- W / gamma``; a zero gamma cannot be undone (an error)."""
+        gamma = self.gamma[t].to(base.weight.dtype)
+        if bool((gamma == 0).any()):
+            raise ValueError(f'SSF: a scale gamma of task {t} is exactly 0, so the merged weight lost '
+                             f'that channel; unmerge is impossible (reload the unmerged weights)')
+        if base.bias is not None:
+            if self.beta is not None:
+                base.bias.sub_(self.beta[t].to(base.bias.dtype))
+            base.bias.div_(gamma)
+        base.weight.div_(gamma.view((-1,) + (1,) * (base.weight.dim() - 1)))
 
     def extra_repr(self) -> str:
         return f'num_tasks={self.num_tasks}, channels={self.gamma.shape[1]}, shift={self.beta is not None}'
@@ -91,9 +106,9 @@ class SSF(TaskWiseMethod):
         if init_std < 0:
             raise ValueError(f'init_std must be >= 0, got {init_std!r}')
         self.init_std = init_std
-        self.targets = []  # (ScaleShift name, operation name)
 
-    def _inject(self, backbone: nn.Module) -> None:
+    def _inject(self, peft) -> None:
+        backbone = peft.model
         scope = transformer_scope(find_blocks(backbone))
         prefix = scope + '.' if scope else ''
         ops = [(prefix + n, m) for n, m in get_module(backbone, scope).named_modules()
@@ -109,18 +124,8 @@ class SSF(TaskWiseMethod):
             else:
                 channels, channel_dim = m.out_channels, 1
             shift = getattr(m, 'bias', None) is not None
-            ss = self._add(backbone, name, 'ssf',
-                           ScaleShift(self.switch, channels, channel_dim, shift, self.init_std))
-            self.targets.append((self.injected[-1], name))
-            m.register_forward_hook(ss.hook)
-
-    def merge(self, backbone: nn.Module, task: Optional[TaskKey] = None) -> None:
-        """Fold every scale/shift into the preceding frozen operation, then remove them."""
-        t = self._merge_task(task)
-        for ss_name, op_name in self.targets:
-            get_module(backbone, ss_name).fold_into(get_module(backbone, op_name), t)
-        self.targets = []
-        self.remove(backbone)
+            ss = peft.add(name, 'ssf', ScaleShift(self.switch, channels, channel_dim, shift, self.init_std))
+            peft.hook(name, ss.hook, merge_with=ss)
 
     def __repr__(self) -> str:
         return f'SSF(init_std={self.init_std}, num_tasks={self.num_tasks})'

@@ -52,9 +52,10 @@ from mmengine.model import BaseModule, is_model_wrapper
 from mmengine.model.weight_init import update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
 
+from ..peft.taskwise import TaskWiseMethod
 from ..version import __version__
-from .checkpoint_io import load_checkpoint_file
-from .delta import expand_delta_checkpoint, is_delta_checkpoint, state_dict_of, tensor_hash
+from .checkpoint_io import load_checkpoint_file, state_dict_of
+from .delta import expand_delta_checkpoint, is_delta_checkpoint, tensor_hash
 
 ADAPTER_FORMAT = 'mmpeft-adapter'
 ADAPTER_VERSION = 1
@@ -187,17 +188,21 @@ _NOT_SETTINGS = ('type', 'init_cfg', 'pretrained')
 def method_fingerprints(model: nn.Module, model_cfg: Any = None) -> Dict[str, dict]:
     """``{module name: {'type': class name, setting: value}}`` of each PEFT method in ``model``.
 
-    A ``PEFTBackbone``'s method object (``peft_method``): its public scalar attributes (rank,
-    scaling, targets ...). A backbone that is a method itself (``PolyhistorSwin``, no ``peft_method``):
+    A ``PEFTBackbone``'s method object (``backbone.peft.method``): its public scalar attributes (rank,
+    scaling, targets ...) and, for methods that inject modules, their names. A backbone that is a method
+    itself (``PolyhistorSwin``, whose attachment has no method):
     its class and the attributes named by its config in ``model_cfg`` (mode, rank ...; not
     ``init_cfg`` / ``pretrained``). Read from the built model, so a model built from another config
     is caught without that config at hand.
     """
     out: Dict[str, dict] = {}
     for name, module in model.named_modules():
-        method = getattr(module, 'peft_method', None)
+        peft = vars(module).get('peft')
+        method = getattr(peft, 'method', None)
         if method is not None:
             out[name] = {'type': type(method).__name__, **_settings(method)}
+            if isinstance(method, TaskWiseMethod):
+                out[name]['injected'] = list(peft.injected)
         elif name.split('.')[-1] == 'backbone':
             cfg = _sub_cfg(model_cfg, name)
             keys = [k for k in cfg if k not in _NOT_SETTINGS] if isinstance(cfg, Mapping) else []

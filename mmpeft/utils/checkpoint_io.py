@@ -22,8 +22,9 @@ import os.path as osp
 import pickle
 import re
 import zipfile
+from collections import OrderedDict
 from contextvars import ContextVar
-from typing import IO, Any, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -180,3 +181,62 @@ def strict_model_loading(source: str, fix: str) -> Iterator[None]:
 def strict_loading_source() -> Optional[Tuple[str, str]]:
     """``(source, fix)`` inside :func:`strict_model_loading`, else None."""
     return _STRICT_SOURCE.get()
+
+
+# ---------------------------------------------------------------------- the weights inside a checkpoint
+def _weights_container(checkpoint: Mapping) -> Tuple[Mapping, str]:
+    """``(weights, where)``: mmengine's ``state_dict``, MAE / official Swin style ``model``, or the root."""
+    for key in ('state_dict', 'model'):
+        if key in checkpoint and isinstance(checkpoint[key], Mapping):
+            return checkpoint[key], key
+    return checkpoint, 'root'
+
+
+def state_dict_of(checkpoint, name: str = 'checkpoint') -> Dict[str, torch.Tensor]:
+    """The model weights inside a loaded checkpoint (mmengine ``state_dict``, MAE-style ``model``, or raw)."""
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f'{name} is not a dict of weights (got {type(checkpoint).__name__})')
+    weights, container = _weights_container(checkpoint)
+    if container != 'root':
+        return weights
+    if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint
+    raise KeyError(f'{name} has no "state_dict" (or "model") entry of weights; '
+                   f'its keys are {sorted(checkpoint)[:10]}')
+
+
+def _sample(keys: List[str], n: int = 12) -> str:
+    keys = sorted(keys)
+    return ', '.join(keys[:n]) + (f', ... ({len(keys)} in all)' if len(keys) > n else '')
+
+
+def unwrap_checkpoint(ckpt: dict, source: str = 'checkpoint', prefix: Optional[str] = None
+                      ) -> Tuple[Dict[str, torch.Tensor], str, List[str]]:
+    """The backbone's state dict inside a checkpoint object (the one unwrapping every loader uses).
+
+    ``prefix`` (e.g. ``'encoder.'``) selects the ViT's keys in a bigger model's checkpoint; without it
+    a ``backbone.`` prefix is recognised.
+
+    Returns:
+        ``(state, container, dropped)``: the tensors with ``module.`` / ``backbone.`` prefixes removed,
+        where they were found (``'model'``, ``'state_dict'`` or ``'root'``), and the keys of other
+        model parts that were left out (a toolbox checkpoint's ``head.`` / ``neck.`` ...).
+    """
+    if not isinstance(ckpt, dict):
+        raise TypeError(f'{source} holds a {type(ckpt).__name__}, not a state dict')
+    ckpt, container = _weights_container(ckpt)
+    state = OrderedDict((k, v) for k, v in ckpt.items() if isinstance(v, torch.Tensor))
+    if not state:
+        raise KeyError(f'{source} has no tensors (top-level keys: {_sample(list(ckpt))})')
+    if all(k.startswith('module.') for k in state):
+        state = OrderedDict((k[len('module.'):], v) for k, v in state.items())
+    dropped: List[str] = []
+    if prefix is None and any(k.startswith('backbone.') for k in state):
+        prefix = 'backbone.'
+    if prefix:
+        dropped = [k for k in state if not k.startswith(prefix)]
+        state = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
+        if not state:
+            raise KeyError(f'{source} has no keys starting with prefix {prefix!r} '
+                           f'(keys: {_sample(dropped)})')
+    return state, container, dropped

@@ -29,7 +29,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 from mmengine.logging import print_log
 
-from .checkpoint_io import load_checkpoint_file
+from .checkpoint_io import load_checkpoint_file, state_dict_of
 
 DELTA_KEY = 'mmpeft_delta'
 DELTA_VERSION = 2
@@ -40,19 +40,6 @@ def is_delta_checkpoint(checkpoint) -> bool:
     return (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get('meta'), Mapping)
             and DELTA_KEY in checkpoint['meta']
             and not checkpoint['meta'][DELTA_KEY].get('expanded', False))
-
-
-def state_dict_of(checkpoint, name: str = 'checkpoint') -> Dict[str, torch.Tensor]:
-    """The model weights inside a loaded checkpoint (mmengine ``state_dict``, MAE-style ``model``, or raw)."""
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError(f'{name} is not a dict of weights (got {type(checkpoint).__name__})')
-    for key in ('state_dict', 'model'):
-        if key in checkpoint and isinstance(checkpoint[key], Mapping):
-            return checkpoint[key]
-    if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        return checkpoint
-    raise KeyError(f'{name} has no "state_dict" (or "model") entry of weights; '
-                   f'its keys are {sorted(checkpoint)[:10]}')
 
 
 def _preview(keys: Iterable[str], n: int = 10) -> str:

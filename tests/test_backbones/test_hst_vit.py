@@ -95,7 +95,7 @@ def test_out_indices_and_truncation():
     m = tiny_hst(out_indices=(1,))
     assert len(m.side_network.stages) == 2 and m.num_layers == 2
     assert m.meta_tokens.shape == (2, 1, 64)
-    assert all(not re.match(r'vit\.blocks\.[23]\.', n) for n in m.trainable_names)
+    assert all(not re.match(r'vit\.blocks\.[23]\.', n) for n in m.peft.trainable)
     outs = m(torch.randn(1, 3, 64, 64))
     assert [o.shape for o in outs] == [(1, 24, 8, 8)]
 
@@ -138,7 +138,7 @@ def expected_trainable(m: HSTViT):
 def test_trainable_set_is_exactly_hst():
     m = tiny_hst()
     trainable = [n for n, p in m.named_parameters() if p.requires_grad]
-    assert trainable == expected_trainable(m) == m.trainable_names
+    assert trainable == expected_trainable(m) == m.peft.trainable
     # what stays frozen: embeddings, attention, MLP, the final norm
     frozen = {n for n, p in m.named_parameters() if not p.requires_grad}
     for n in ('vit.cls_token', 'vit.pos_embed', 'vit.patch_embed.proj.weight', 'vit.norm.weight',
@@ -177,7 +177,7 @@ def test_batch_size_one_trains_and_gradients_are_exactly_on_trainable_set():
 
 def test_ablation_switches_change_the_trainable_set():
     m = tiny_hst(num_meta_tokens=0, tune_vit_norms=False, share_bridge=False)
-    names = set(m.trainable_names)
+    names = set(m.peft.trainable)
     assert 'meta_tokens' not in names and not any(n.startswith('vit.') for n in names)
     assert len(m.bridge.linears) == 4  # one per ViT layer (4 layers)
     n_meta = tiny_hst(num_meta_tokens=4).meta_tokens.shape
@@ -440,7 +440,7 @@ def test_training_forward_and_gradients_equal_plain_forward():
         outs = forward(x)
         sum((o * w).sum() for o, w in zip(outs, weights)).backward()
         grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad})
-    assert set(grads[0]) == set(grads[1]) == set(m.trainable_names)
+    assert set(grads[0]) == set(grads[1]) == set(m.peft.trainable)
     # float rounding: relative, plus a little of the largest gradient (some entries are small
     # differences of large sums over the tokens)
     scale = max(g.abs().max() for g in grads[1].values())
@@ -501,7 +501,7 @@ def test_load_timm_in21k_layout_drops_pre_logits_and_head(tmp_path):
     for n, p in m.named_parameters():  # the HST modules keep their init; the trainable set is unchanged
         if n in before:
             torch.testing.assert_close(p, before[n], rtol=0, atol=0)
-    assert [n for n, p in m.named_parameters() if p.requires_grad] == m.trainable_names
+    assert [n for n, p in m.named_parameters() if p.requires_grad] == m.peft.trainable
     report = load_vit_weights(m.vit, str(path))
     assert report['layout'] == 'timm'
     assert set(report['dropped']) == {'pre_logits.fc.weight', 'pre_logits.fc.bias', 'head.weight', 'head.bias'}
@@ -661,7 +661,7 @@ def test_bad_configuration_is_named():
 def test_vit_pyramid_linear_probe_and_full_finetune():
     torch.manual_seed(0)
     lp = ViTPyramid(vit_kwargs=TINY_VIT, finetune='linear_probe')
-    assert all(n.startswith(('fpn1.', 'fpn2.')) for n in lp.trainable_names)
+    assert all(n.startswith(('fpn1.', 'fpn2.')) for n in lp.peft.trainable)
     x = torch.randn(1, 3, 70, 100)
     outs = lp(x)
     assert [o.shape for o in outs] == [(1, 64, 18, 25), (1, 64, 9, 13), (1, 64, 5, 7), (1, 64, 3, 4)]

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 import mmpeft  # noqa: F401
-from mmpeft.backbones import PEFTBackbone
+from mmpeft.backbones import build_peft_backbone
 from mmpeft.registry import MODELS
 from mmpeft.utils.param_count import count_params
 
@@ -47,7 +47,7 @@ def build(kind: str, method: dict, seed: int = 0) -> Tuple[nn.Module, nn.Module]
     """The PEFT backbone and a plain backbone with the same frozen weights, initialised, in eval mode
     (the plain one would otherwise drop paths where the PEFT one keeps its frozen modules in eval)."""
     torch.manual_seed(seed)
-    peft = PEFTBackbone(copy.deepcopy(BACKBONES[kind]), copy.deepcopy(method))
+    peft = build_peft_backbone(copy.deepcopy(BACKBONES[kind]), copy.deepcopy(method))
     peft.init_weights()
     plain = MODELS.build(copy.deepcopy(BACKBONES[kind]))
     plain.init_weights()
@@ -71,7 +71,7 @@ def max_diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
 
 
 def injected_names(peft: nn.Module) -> List[str]:
-    prefixes = list(peft.peft_method.injected)
+    prefixes = list(peft.peft.injected)
     return [n for n, _ in peft.named_parameters() if any(n == p or n.startswith(p + '.') for p in prefixes)]
 
 
@@ -80,7 +80,7 @@ def check_keys(peft: nn.Module, plain: nn.Module) -> None:
     plain_keys, peft_keys = set(plain.state_dict()), set(peft.state_dict())
     assert plain_keys <= peft_keys, sorted(plain_keys - peft_keys)[:5]
     new = peft_keys - plain_keys
-    prefixes = tuple(p + '.' for p in peft.peft_method.injected)
+    prefixes = tuple(p + '.' for p in peft.peft.injected)
     assert all(k.startswith(prefixes) for k in new), sorted(k for k in new if not k.startswith(prefixes))[:5]
 
 
@@ -128,7 +128,7 @@ def perturb(peft: nn.Module, std: float = 0.05, seed: int = 1) -> None:
 
 def encoder_trainable_millions(method: dict, backbone: Optional[dict] = None) -> float:
     """Encoder trainable parameters (M) of the full-size Swin-T + ``method``, as count_params quotes them."""
-    bb = PEFTBackbone(copy.deepcopy(backbone or SWIN_T), copy.deepcopy(method))
+    bb = build_peft_backbone(copy.deepcopy(backbone or SWIN_T), copy.deepcopy(method))
     wrapper = nn.Module()
     wrapper.backbone = bb
     return count_params(wrapper)['Encoder']['trainable'] / 1e6

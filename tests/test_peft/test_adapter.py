@@ -47,8 +47,8 @@ def test_adapter_placement_per_block():
     for position, per_block in (('mlp', 1), ('attn', 1), ('both', 2)):
         peft, _ = build('swin', dict(type='Adapter', reduction_ratio=4, position=position))
         blocks = find_blocks(peft)
-        assert len(peft.peft_method.injected) == per_block * len(blocks)
-        assert all(n.rsplit('.', 1)[-1] in ('adapter_attn', 'adapter_mlp') for n in peft.peft_method.injected)
+        assert len(peft.peft.injected) == per_block * len(blocks)
+        assert all(n.rsplit('.', 1)[-1] in ('adapter_attn', 'adapter_mlp') for n in peft.peft.injected)
 
 
 def test_tasks_get_different_outputs_after_training_and_shared_projections():
@@ -58,14 +58,14 @@ def test_tasks_get_different_outputs_after_training_and_shared_projections():
     with torch.no_grad():
         a, b = outputs(peft, x, 'semseg'), outputs(peft, x, 'parts')
         assert max_diff(a, b) > 1e-4
-        both = peft(x, tasks=['semseg', 'parts'])
+        both = peft.peft.forward_tasks(x, ['semseg', 'parts'])
         assert list(both) == ['semseg', 'parts'] and max_diff(list(both['parts']), b) == 0
     with pytest.raises(RuntimeError, match='task='):
         peft(x)
     with pytest.raises(KeyError, match='unknown task'):
         peft(x, task='depth')
     shared, _ = build('swin', dict(type='SharedAdapter', reduction_ratio=4, num_tasks=3))
-    adapter = shared.get_submodule(shared.peft_method.injected[0])
+    adapter = shared.get_submodule(shared.peft.injected[0])
     assert adapter.down.shape[0] == 1 and adapter.norm_weight.shape[0] == 3
 
 

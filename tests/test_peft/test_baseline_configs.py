@@ -65,7 +65,7 @@ def test_swin_t_multi_task_rows_build_and_count(method):
     cfg = load(f'{method}_swin-t_pascal-context-mt-512x512.py')
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
-    assert model.task_conditioned and list(model.backbone.tasks) == list(model.tasks)
+    assert model.task_conditioned and list(model.backbone.peft.tasks) == list(model.tasks)
     counts = count_params(model)
     # exact: the pinned counts (re-pin with tools/dev/update_counts.py); the paper within a 5 % band
     assert counts == PINNED[f'configs/baselines/{method}_swin-t_pascal-context-mt-512x512.py']
@@ -143,7 +143,7 @@ def test_vit_b_rows_build_shrunk_and_train_the_declared_set(name):
     assert any(n.startswith('fpn1.') for n in trainable)
     method = next((m for m in VIT_METHODS if name.startswith(m + '_')), None)
     if method is not None:  # a PEFT row: the method's modules train inside the frozen ViT
-        injected = model.backbone.peft_method.injected
+        injected = model.backbone.peft.injected
         assert injected and all(n.startswith('vit.') for n in injected)
         assert {n for n in trainable if n.startswith('vit.')} == {
             n for n in trainable if any(n.startswith(i + '.') for i in injected)}

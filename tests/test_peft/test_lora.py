@@ -55,7 +55,7 @@ def test_lora_merge_round_trip(kind, targets):
         before = outputs(peft, x)
         assert max_diff(before, outputs(plain, x)) > 1e-3  # the update does something
         merged = copy.deepcopy(peft)
-        merged.peft_method.merge(merged)
+        merged.peft.merge_and_unload()
         after = outputs(merged, x)
     assert max_diff(before, after) < 1e-5
     # the merged backbone is the plain architecture: same keys, loads strictly, same outputs
@@ -75,9 +75,9 @@ def test_lora_merge_one_task_of_several():
     with torch.no_grad():
         want = outputs(peft, x, 'parts')
         with pytest.raises(ValueError, match='task'):
-            copy.deepcopy(peft).peft_method.merge(copy.deepcopy(peft))
+            copy.deepcopy(peft).peft.merge_and_unload()
         merged = copy.deepcopy(peft)
-        merged.peft_method.merge(merged, task='parts')
+        merged.peft.merge_and_unload(task='parts')
         assert max_diff(outputs(merged, x), want) < 1e-5
         assert 'forward' not in merged.__dict__ and not hasattr(merged, 'task_conditioned')
 
@@ -88,9 +88,9 @@ def test_lora_norm_variant_counts_and_refuses_merge():
     with torch.no_grad():
         assert max_diff(outputs(peft, images('swin')), outputs(plain, images('swin'))) == 0
     check_step(peft, images('swin'))
-    assert not peft.peft_method.mergeable
+    assert not peft.peft.mergeable
     with pytest.raises(ValueError, match='cannot be merged'):
-        peft.peft_method.merge(peft)
+        peft.peft.merge_and_unload()
 
 
 @pytest.mark.parametrize('cfg, match', [

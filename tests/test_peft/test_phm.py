@@ -42,13 +42,13 @@ def test_phm_identity_step_and_grads(kind, method):
 def test_slow_matrices_shared_by_all_adapters():
     peft, _ = build('swin', dict(type='Compacter'))
     rule = peft.phm_rule
-    adapters = [peft.get_submodule(n) for n in peft.peft_method.injected if n != 'phm_rule']
+    adapters = [peft.get_submodule(n) for n in peft.peft.injected if n != 'phm_rule']
     assert adapters and all(a._rule[0] is rule for a in adapters)
     # one registered copy: the rule's keys appear once in the state dict
     assert sum(k.endswith('.down') and 'phm_rule' in k for k in peft.state_dict()) == 1
     # Compacter++: after the MLP only
     pp, _ = build('swin', dict(type='CompacterPlusPlus'))
-    assert all(n.endswith('adapter_mlp') for n in pp.peft_method.injected if n != 'phm_rule')
+    assert all(n.endswith('adapter_mlp') for n in pp.peft.injected if n != 'phm_rule')
 
 
 def test_phm_bad_config():

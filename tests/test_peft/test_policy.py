@@ -149,4 +149,4 @@ def test_peft_backbone_deepcopy_inits_the_copy():
     before = {k: v.clone() for k, v in m.state_dict().items()}
     c.init_weights()
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # original untouched
-    assert [n for n, p in c.named_parameters() if p.requires_grad] == m.peft_trainable
+    assert [n for n, p in c.named_parameters() if p.requires_grad] == m.peft.trainable

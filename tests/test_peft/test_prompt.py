@@ -18,6 +18,7 @@ from peft_checks import (
     outputs,
 )
 
+from mmpeft.peft.attachment import PEFTAttachment
 from mmpeft.peft.layout import override_window_attention
 from mmpeft.peft.prompt import VPT
 from mmpeft.registry import MODELS, PEFT_METHODS
@@ -58,9 +59,9 @@ def test_swin_window_attention_reimplementation_is_exact():
 @pytest.mark.parametrize('size', [(60, 76), (64, 64), (20, 28)])
 def test_swin_prompts_with_shifted_windows_and_padding(size):
     cfg = dict(SWIN, depths=(2, 2, 2, 2))
-    from mmpeft.backbones import PEFTBackbone
+    from mmpeft.backbones import build_peft_backbone
     torch.manual_seed(0)
-    peft = PEFTBackbone(cfg, dict(type='VPTDeep', num_tokens=4))
+    peft = build_peft_backbone(cfg, dict(type='VPTDeep', num_tokens=4))
     peft.init_weights()
     x = torch.randn(2, 3, *size)
     outs = peft(x)
@@ -73,9 +74,9 @@ def test_swin_prompts_with_shifted_windows_and_padding(size):
 
 def test_swin_prompt_is_seen_from_every_window():
     """A prompt is a key/value of every window, whatever the shift mask: perturbing it moves every token."""
-    from mmpeft.backbones import PEFTBackbone
+    from mmpeft.backbones import build_peft_backbone
     torch.manual_seed(0)
-    peft = PEFTBackbone(dict(SWIN, depths=(2, 1, 1, 1), out_indices=(0,)), dict(type='VPTDeep', num_tokens=2))
+    peft = build_peft_backbone(dict(SWIN, depths=(2, 1, 1, 1), out_indices=(0,)), dict(type='VPTDeep', num_tokens=2))
     peft.init_weights()
     peft.eval()
     x = torch.randn(1, 3, 64, 64)  # 16 x 16 tokens, 16 windows; block 1 shifts
@@ -110,8 +111,8 @@ def test_timm_token_insertion_matches_the_written_out_vpt(deep):
                             num_heads=2, num_classes=0)
     vit.eval()
     method = PEFT_METHODS.build(dict(type='VPT', num_tokens=3, deep=deep))
-    method.inject(vit)
-    prompts = [vit.get_submodule(n).prompts[0] for n in method.injected]
+    peft = PEFTAttachment.attach(vit, method)
+    prompts = [vit.get_submodule(n).prompts[0] for n in peft.injected]
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert max_diff([vit.forward_features(x)], [_timm_manual(vit, x, prompts, deep)]) < 1e-6

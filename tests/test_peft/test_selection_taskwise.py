@@ -21,7 +21,7 @@ def test_single_task_bitfit_trains_the_biases_themselves():
     trainable = [n for n, p in peft.named_parameters() if p.requires_grad]
     assert trainable and all(n.endswith('.bias') for n in trainable)
     assert 'patch_embed.projection.bias' in trainable and 'stages.0.downsample.norm.bias' in trainable
-    assert 'forward' not in peft.__dict__ and not peft.peft_method.injected  # nothing injected
+    assert 'forward' not in peft.__dict__ and not peft.peft.injected  # nothing injected
     with_tables, _ = build('swin', dict(type='BitFit', relative_position_bias=True))
     extra = {n for n, p in with_tables.named_parameters() if p.requires_grad} - set(trainable)
     assert extra and all(n.endswith('relative_position_bias_table') for n in extra)
@@ -47,7 +47,7 @@ def test_task_wise_bitfit_equals_tuning_the_bias():
     peft, plain = build('swin', dict(type='BitFit', relative_position_bias=True, num_tasks=2))
     perturb(peft)
     with torch.no_grad():
-        for name in peft.peft_method.injected:
+        for name in peft.peft.injected:
             owner, _, kind = name.rpartition('.')
             delta = peft.get_submodule(name).delta[1]
             target = plain.get_submodule(owner)

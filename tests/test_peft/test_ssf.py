@@ -39,7 +39,7 @@ def test_ssf_identity_step_and_grads(kind, num_tasks):
 def test_ssf_covers_every_operation():
     peft, _ = build('swin', dict(type='SSF'))
     ops = {n for n, m in peft.named_modules() if isinstance(m, SSF_TYPES) and n}
-    assert {n.rsplit('.', 1)[0] for n in peft.peft_method.injected} == ops
+    assert {n.rsplit('.', 1)[0] for n in peft.peft.injected} == ops
     # bias-free linear (Swin's patch-merging reduction): a scale, no shift, so that it folds
     red = peft.stages[0].downsample.reduction
     assert red.bias is None and red.ssf.beta is None
@@ -53,7 +53,7 @@ def test_ssf_merge_round_trip(kind):
     with torch.no_grad():
         before = outputs(peft, x)
         merged = copy.deepcopy(peft)
-        merged.peft_method.merge(merged)
+        merged.peft.merge_and_unload()
         assert max_diff(before, outputs(merged, x)) < 1e-5
         assert set(merged.state_dict()) == set(plain.state_dict())
         plain.load_state_dict(merged.state_dict(), strict=True)
@@ -68,7 +68,7 @@ def test_ssf_merge_task():
     with torch.no_grad():
         want = outputs(peft, x, 'sal')
         merged = copy.deepcopy(peft)
-        merged.peft_method.merge(merged, task='sal')
+        merged.peft.merge_and_unload(task='sal')
         assert max_diff(outputs(merged, x), want) < 1e-5
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from peft_checks import BACKBONES, SWIN, TASKS, build, images, max_diff, outputs, perturb
 
-from mmpeft.backbones import PEFTBackbone
+from mmpeft.backbones import build_peft_backbone
 from mmpeft.peft.layout import attach, find_blocks
 from mmpeft.peft.taskwise import TaskSwitch, forward_for_task, injected_state_keys
 from mmpeft.registry import MODELS
@@ -31,7 +31,7 @@ def test_unknown_layouts_are_named():
     with pytest.raises(ValueError, match=r'layers\.0.*no fused `qkv`.*Supported layouts'):
         find_blocks(mmseg_vit)
     with pytest.raises(ValueError, match='ResNet: no transformer block found'):
-        PEFTBackbone(dict(type='mmseg.ResNet', depth=18), dict(type='LoRA'))
+        build_peft_backbone(dict(type='mmseg.ResNet', depth=18), dict(type='LoRA'))
 
 
 def test_attach_skips_containers_and_refuses_twice():
@@ -67,9 +67,15 @@ def test_task_argument_and_single_task_calls():
         assert max_diff(outputs(peft, x, 0), outputs(peft, x)) == 0  # one task: the argument is optional
         assert max_diff(list(forward_for_task(plain, x, 'semseg')), outputs(plain, x)) == 0
     multi, _ = build('swin', dict(type='SSF', tasks=TASKS))
-    assert multi.task_conditioned and multi.tasks == TASKS
-    with pytest.raises(TypeError, match='either'):
-        multi(x, task='sal', tasks=['sal'])
+    assert multi.peft.num_tasks == 4 and multi.peft.tasks == TASKS
+    assert 'forward' not in vars(multi)  # the class's forward runs; the task keyword goes to a hook
+    with pytest.raises(TypeError, match='forward_tasks'):
+        multi(x, tasks=['sal'])
+    with torch.no_grad():
+        both = multi.peft.forward_tasks(x, ['sal', 'parts'])
+        assert max_diff(list(both['sal']), outputs(multi, x, 'sal')) == 0
+        with multi.peft.task('parts'):
+            assert max_diff(list(multi(x)), list(both['parts'])) == 0
 
 
 def test_deepcopy_rebinds_hooks():
@@ -88,7 +94,7 @@ def test_strict_pretrained_loading_next_to_injected_modules(tmp_path):
     plain = MODELS.build(dict(type='PretrainedSwin', **tiny))
     ckpt = str(tmp_path / 'swin.pth')
     torch.save(dict(state_dict=plain.state_dict()), ckpt)
-    peft = PEFTBackbone(dict(type='PretrainedSwin', init_cfg=dict(type='Pretrained', checkpoint=ckpt), **tiny),
+    peft = build_peft_backbone(dict(type='PretrainedSwin', init_cfg=dict(type='Pretrained', checkpoint=ckpt), **tiny),
                         dict(type='Adapter', reduction_ratio=4, tasks=TASKS))
     peft.init_weights()  # strict loader: the adapters are declared new, not missing
     assert torch.equal(peft.stages[2].blocks[1].attn.w_msa.qkv.weight, plain.stages[2].blocks[1].attn.w_msa.qkv.weight)
@@ -151,7 +157,7 @@ def test_other_toolboxes_swin(kind, method):
         perturb(peft)
         with torch.no_grad():
             want = outputs(peft, x, 1)
-            peft.peft_method.merge(peft, task=1)
+            peft.peft.merge_and_unload(task=1)
             assert max_diff(outputs(peft, x), want) < 1e-5
 
 
@@ -161,8 +167,28 @@ def test_vit_pyramid_loads_pretrained_next_to_peft_modules(tmp_path):
     vit = timm.create_model('vit_base_patch16_224', num_classes=0, **kwargs)
     ckpt = str(tmp_path / 'vit.pth')
     torch.save(vit.state_dict(), ckpt)
-    bb = PEFTBackbone(dict(type='ViTPyramid', vit_name='vit_base_patch16_224', finetune='full', vit_kwargs=kwargs,
-                           init_cfg=dict(type='Pretrained', checkpoint=ckpt)),
-                      dict(type='LoRA', rank=2), extra_trainable=[r'fpn[12]\.'])
+    bb = build_peft_backbone(dict(type='ViTPyramid', vit_name='vit_base_patch16_224', finetune='full',
+                                  vit_kwargs=kwargs, init_cfg=dict(type='Pretrained', checkpoint=ckpt)),
+                             dict(type='LoRA', rank=2), extra_trainable=[r'fpn[12]\.'])
     bb.init_weights()
     assert torch.equal(bb.vit.blocks[1].attn.qkv.weight, vit.blocks[1].attn.qkv.weight)
+
+
+def test_a_deep_copy_is_an_independent_attachment():
+    """EMA deep-copies the model: the copy's attachment owns the copy's hooks (detaching the copy leaves
+    the original adapted), and the frozen-eval rule acts on the copy's modules."""
+    peft, plain = build('swin', dict(type='LoRA', rank=2, num_tasks=2))
+    perturb(peft)
+    x = images('swin')
+    twin = copy.deepcopy(peft)
+    assert twin.peft is not peft.peft and twin.peft.model is twin
+    twin.peft.detach()
+    with torch.no_grad():
+        adapted = outputs(peft, x, 1)
+        assert max_diff(adapted, outputs(plain, x)) > 1e-4  # the original still adapts
+        assert max_diff(outputs(twin, x), outputs(plain, x)) == 0  # the copy is the plain backbone
+    frozen = copy.deepcopy(build('swin', dict(type='LoRA', rank=2))[0])
+    frozen.train()
+    frozen(x)
+    norms = [m for n, m in frozen.named_modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and not any(m.training for m in norms)  # the copy's own frozen norms went to eval

@@ -7,7 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 
-from mmpeft.backbones import PEFTBackbone
+from mmpeft.backbones import build_peft_backbone
 from mmpeft.registry import MODELS
 
 SWIN = dict(type='SwinTransformer', embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=4)
@@ -45,7 +45,7 @@ def test_segmentor_pretrained_is_passed_on_to_the_inner_backbone(tmp_path):
 def test_inner_backbone_without_pretrained_argument_gets_init_cfg():
     """mmpretrain's Swin has no ``pretrained`` argument: the checkpoint becomes its init_cfg."""
     with DefaultScope.overwrite_default_scope('mmseg'):
-        bb = PEFTBackbone(dict(type='mmpretrain.SwinTransformer', img_size=64, window_size=4,
+        bb = build_peft_backbone(dict(type='mmpretrain.SwinTransformer', img_size=64, window_size=4,
                                arch=dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8])),
                           dict(type='BitFit'), pretrained='pretrain/swin.pth')
     assert bb.init_cfg == dict(type='Pretrained', checkpoint='pretrain/swin.pth')
@@ -60,7 +60,7 @@ def test_upstream_pretrained_next_to_the_backbones_own_checkpoint_is_an_error(tm
     assert UPSTREAM in msg and 'pretrain/swin.pth' in msg and 'model.pretrained=None' in msg
 
 
-@pytest.mark.parametrize('wrapped', [False, True], ids=['HSTViT', 'PEFTBackbone(HSTViT)'])
+@pytest.mark.parametrize('wrapped', [False, True], ids=['HSTViT', 'build_peft_backbone(HSTViT)'])
 def test_hst_vit_rejects_a_download_name(tmp_path, wrapped):
     hst = dict(type='HSTViT', vit_kwargs=dict(depth=4, embed_dim=32, num_heads=2, img_size=64),
                embed_dims=[16, 32, 64, 128])
@@ -75,7 +75,7 @@ def test_hst_vit_rejects_a_download_name(tmp_path, wrapped):
 def test_init_weights_keeps_what_was_enabled_after_the_build():
     """PEFTFreezeHook's before_run runs before the runner's init_weights; the load must not undo it."""
     with DefaultScope.overwrite_default_scope('mmseg'):
-        bb = PEFTBackbone(SWIN, dict(type='BitFit'))
+        bb = build_peft_backbone(SWIN, dict(type='BitFit'))
     extra = bb.stages[0].blocks[0].norm1.weight
     bias = bb.stages[1].blocks[0].attn.w_msa.qkv.bias
     assert not extra.requires_grad and bias.requires_grad
@@ -98,7 +98,7 @@ def test_init_weights_keeps_what_was_enabled_after_the_build():
 ], ids=['swin', 'swin-negative', 'mmpretrain-swin-negative', 'resnet', 'vit'])
 def test_out_indices_beyond_the_stages(backbone, stages):
     with pytest.raises(ValueError) as e:
-        PEFTBackbone(backbone, dict(type='BitFit'))
+        build_peft_backbone(backbone, dict(type='BitFit'))
     msg = str(e.value)
     assert f'out_indices={tuple(backbone["out_indices"])}' in msg
     assert f'{stages} stages' in msg and f'0..{stages - 1}' in msg
@@ -106,7 +106,7 @@ def test_out_indices_beyond_the_stages(backbone, stages):
 
 def test_out_indices_normalised_by_the_backbone_are_accepted():
     """mmpretrain's ViT turns -1 into the last layer itself: no false error."""
-    bb = PEFTBackbone(dict(type='mmpretrain.VisionTransformer', img_size=32, patch_size=16, out_indices=[-1],
+    bb = build_peft_backbone(dict(type='mmpretrain.VisionTransformer', img_size=32, patch_size=16, out_indices=[-1],
                            arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)),
                       dict(type='BitFit'))
     assert list(bb.out_indices) == [1]

@@ -8,17 +8,18 @@ import warnings
 
 import pytest
 import torch
+import torch.nn as nn
 
 import mmpeft  # noqa: F401
-from mmpeft.backbones import PEFTBackbone, PolyhistorSwin, PretrainedSwin
+from mmpeft.backbones import PolyhistorSwin, PretrainedSwin, build_peft_backbone
 
 SWIN = dict(type='mmseg.SwinTransformer', embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
             window_size=4, drop_path_rate=0.)
 TINY = {k: v for k, v in SWIN.items() if k != 'type'}
 
 
-def peft(method: dict) -> PEFTBackbone:
-    return PEFTBackbone(dict(SWIN), method)
+def peft(method: dict) -> nn.Module:
+    return build_peft_backbone(dict(SWIN), method)
 
 
 def test_lora_rank_above_layer_width_is_rejected():

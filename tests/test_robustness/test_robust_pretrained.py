@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from mmpeft.backbones import PEFTBackbone
+from mmpeft.backbones import build_peft_backbone
 from mmpeft.registry import MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -88,7 +88,7 @@ def test_example_config_loads_official_swin(name, tmp_path):
         model.init_weights()
     params = dict(model.named_parameters())
     frozen = [n for n, p in params.items() if not p.requires_grad]
-    assert frozen and model.peft_trainable
+    assert frozen and model.peft.trainable
     dense_norms = [n for n in frozen if re.match(r'norm\d\.', n) and n not in expected]
     assert set(frozen) - set(expected) == set(dense_norms)
     for key, want in expected.items():
@@ -106,7 +106,7 @@ def test_vit_checkpoint_into_swin_names_weights_left_at_init(tmp_path):
                             num_heads=2, img_size=64)
     path = str(tmp_path / 'vit.pth')
     torch.save(vit.state_dict(), path)
-    bb = PEFTBackbone(_tiny_swin(init_cfg=dict(type='Pretrained', checkpoint=path)), dict(type='BitFit'))
+    bb = build_peft_backbone(_tiny_swin(init_cfg=dict(type='Pretrained', checkpoint=path)), dict(type='BitFit'))
     with pytest.raises(KeyError) as e:
         bb.init_weights()
     msg = str(e.value)
@@ -121,7 +121,7 @@ def test_official_file_into_plain_mmseg_swin_is_an_error(method, tmp_path):
     path = str(tmp_path / 'official.pth')
     with DefaultScope.overwrite_default_scope('mmseg'):
         write_official(path, MODELS.build(_tiny_swin()))
-    bb = PEFTBackbone(_tiny_swin(init_cfg=dict(type='Pretrained', checkpoint=path)), method)
+    bb = build_peft_backbone(_tiny_swin(init_cfg=dict(type='Pretrained', checkpoint=path)), method)
     with pytest.raises(KeyError, match=r'left \d+ of .*stages\.0\.blocks\.0\.norm1\.weight.*layers\.0\.blocks'):
         bb.init_weights()
 
@@ -134,14 +134,14 @@ def test_values_equal_to_init_count_as_loaded_and_a_wrong_shape_does_not(tmp_pat
     state = plain.state_dict()
     path = str(tmp_path / 'own.pth')
     torch.save(dict(state_dict=state), path)
-    bb = PEFTBackbone(_tiny_swin(init_cfg=dict(type='Pretrained', checkpoint=path)), dict(type='BitFit'))
+    bb = build_peft_backbone(_tiny_swin(init_cfg=dict(type='Pretrained', checkpoint=path)), dict(type='BitFit'))
     bb.init_weights()
     assert torch.equal(bb.stages[2].blocks[1].attn.w_msa.qkv.weight, state['stages.2.blocks.1.attn.w_msa.qkv.weight'])
     assert torch.equal(bb.norm2.weight, torch.ones(DIMS * 4))  # in the file: its init value, loaded
 
     state['stages.1.blocks.0.ffn.layers.1.weight'] = torch.zeros(3, 3)
     torch.save(dict(state_dict=state), path)
-    bb = PEFTBackbone(dict(type='mmpretrain.SwinTransformer', arch=dict(embed_dims=DIMS, depths=DEPTHS, num_heads=HEADS),  # noqa: E501
+    bb = build_peft_backbone(dict(type='mmpretrain.SwinTransformer', arch=dict(embed_dims=DIMS, depths=DEPTHS, num_heads=HEADS),  # noqa: E501
                            img_size=64, window_size=4, out_indices=(0, 1, 2, 3),
                            init_cfg=dict(type='Pretrained', checkpoint=path)), dict(type='BitFit'))
     with pytest.raises(KeyError, match=r'left 1 of .*stages\.1\.blocks\.0\.ffn\.layers\.1\.weight'):
@@ -166,7 +166,7 @@ def test_prefix_on_a_bare_file_names_file_prefix_and_fix(tmp_path):
 
 def test_not_pretrained_typo_is_an_error():
     with pytest.raises(ValueError, match="not_pretrained pattern.*'stage9'"):
-        PEFTBackbone(_tiny_swin(), dict(type='BitFit'), not_pretrained='stage9')
+        build_peft_backbone(_tiny_swin(), dict(type='BitFit'), not_pretrained='stage9')
 
 
 def test_weights_overwritten_after_the_load_count_as_not_loaded(tmp_path):
@@ -183,7 +183,7 @@ def test_weights_overwritten_after_the_load_count_as_not_loaded(tmp_path):
     plain = MODELS.build(dict(type='mmpretrain.SwinTransformer', arch=arch, img_size=64, window_size=4))
     path = str(tmp_path / 'own.pth')
     torch.save(plain.state_dict(), path)
-    bb = PEFTBackbone(dict(type='mmpretrain.SwinTransformer', arch=arch, img_size=64, window_size=4,
+    bb = build_peft_backbone(dict(type='mmpretrain.SwinTransformer', arch=arch, img_size=64, window_size=4,
                            init_cfg=dict(type='RobustPretrainedTestEarlyLoad', checkpoint=path)), dict(type='BitFit'))
     with pytest.raises(KeyError, match=r'left 5 of .*re-initialised after the load.*relative_position_bias_table'):
         bb.init_weights()

@@ -21,8 +21,8 @@ from mmengine.registry import init_default_scope
 import mmpeft  # noqa: F401  (registers mmpeft classes; safe loading of mmengine checkpoints)
 from mmpeft.registry import MODELS
 from mmpeft.utils.adapter_io import CONFIG_NAME, WEIGHTS_NAME, export_adapter
-from mmpeft.utils.checkpoint_io import CheckpointMismatchError, load_checkpoint_file
-from mmpeft.utils.delta import DELTA_KEY, expand_delta_checkpoint, is_delta_checkpoint, state_dict_of
+from mmpeft.utils.checkpoint_io import CheckpointMismatchError, load_checkpoint_file, state_dict_of
+from mmpeft.utils.delta import DELTA_KEY, expand_delta_checkpoint, is_delta_checkpoint
 
 
 def export(config: str, checkpoint: str, out_dir: str, cfg_options: Optional[dict] = None) -> dict:

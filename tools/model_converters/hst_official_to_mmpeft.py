@@ -38,8 +38,7 @@ from mmpeft.backbones.hst_official_checkpoint import (
     is_hst_official,
 )
 from mmpeft.registry import MODELS
-from mmpeft.utils.checkpoint_io import CheckpointMismatchError, load_checkpoint_file
-from mmpeft.utils.delta import state_dict_of
+from mmpeft.utils.checkpoint_io import CheckpointMismatchError, load_checkpoint_file, state_dict_of
 
 CONVERTER = 'tools/model_converters/hst_official_to_mmpeft.py'
 

@@ -2,7 +2,7 @@
 
     python tools/model_converters/merge_peft.py CONFIG CKPT OUT [--task TASK] [--out-config OUT_CFG]
 
-CONFIG is the training config (a model whose backbone is ``PEFTBackbone(backbone=..., method=...)``),
+CONFIG is the training config (a model whose backbone is ``build_peft_backbone(backbone=..., method=...)``),
 CKPT its checkpoint (full, or a delta checkpoint, which mmpeft expands on load). Every PEFT backbone in
 the model is merged (``method.merge``); the result must have exactly the state-dict keys of the same
 model built with the plain backbones (each ``PEFTBackbone`` dict replaced by its inner ``backbone``),
@@ -44,20 +44,21 @@ def merge_peft_modules(model: nn.Module, task: Optional[str] = None) -> List[str
     Raises:
         ValueError: when the model has no PEFT backbone, or a method cannot be merged.
     """
-    found = [(n, m) for n, m in model.named_modules() if getattr(m, 'peft_method', None) is not None]
+    found = [(n, m) for n, m in model.named_modules()
+             if getattr(vars(m).get('peft'), 'method', None) is not None]
     if not found:
-        raise ValueError(f'{type(model).__name__} has no PEFT backbone (no module with peft_method)')
+        raise ValueError(f'{type(model).__name__} has no PEFT backbone (no module with a PEFT method in '
+                         f'module.peft)')
     done = []
     for name, m in found:
-        method = m.peft_method
-        if not method.mergeable:
+        method = m.peft.method
+        if not m.peft.mergeable:
             raise ValueError(f'{name or type(m).__name__}: {method!r} cannot be merged into the frozen '
                              f'weights (mergeable methods: LoRA, SSF)')
         task_key: Any = task
         if task is not None and task.isdigit():
             task_key = int(task)
-        method.merge(m, task=task_key)
-        m.peft_merged = True
+        m.peft.merge_and_unload(task=task_key)
         done.append(f'{name or "<model>"}: {method!r}')
     return done
 

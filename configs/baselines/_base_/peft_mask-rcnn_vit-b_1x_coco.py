@@ -23,5 +23,7 @@ model = dict(
         extra_trainable=[r'fpn[12]\.']),
     neck=dict(in_channels=[768, 768, 768, 768]))
 
+# constructor: optimizer of the trainable parameters only (see configs/_base_/schedules/polyhistor_60e.py)
 optim_wrapper = dict(
+    constructor='TrainableOnlyOptimWrapperConstructor',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05))

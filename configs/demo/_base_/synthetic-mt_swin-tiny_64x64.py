@@ -46,7 +46,9 @@ val_evaluator = dict(type='MultiTaskDenseMetric', tasks=tasks)
 test_evaluator = val_evaluator
 
 iters = 600
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-3, weight_decay=1e-4))
+# constructor: optimizer of the trainable parameters only (see configs/_base_/schedules/polyhistor_60e.py)
+optim_wrapper = dict(type='OptimWrapper', constructor='TrainableOnlyOptimWrapperConstructor',
+                     optimizer=dict(type='Adam', lr=1e-3, weight_decay=1e-4))
 param_scheduler = [dict(type='LinearLR', start_factor=1.0, end_factor=0.01, begin=0, end=iters, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
 val_cfg = dict(type='ValLoop')

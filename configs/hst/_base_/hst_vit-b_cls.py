@@ -33,6 +33,7 @@ model = dict(
 lr = 1e-3  # placeholder: each row sets its own
 optim_wrapper = dict(
     type='AmpOptimWrapper',
+    constructor='TrainableOnlyOptimWrapperConstructor',  # trainable parameters only, even with the global fix off
     loss_scale='dynamic',
     optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=5e-2))
 # linear warm-up 1e-7 -> lr over 10 epochs (per iteration), cosine to 1e-8 over the other 90

@@ -1,0 +1,172 @@
+"""Activation checkpointing of an attached backbone's blocks that recomputes under the forward's task.
+
+A checkpointed block keeps only its input in the forward pass and recomputes its activations in the
+backward pass. The toolboxes' ``with_cp`` (mmseg / mmdet / mmpretrain Swin) and timm's
+``grad_checkpointing`` call ``torch.utils.checkpoint`` from inside their own forward, so the recompute
+runs after the forward call has returned: a task bound for that call (``backbone(x, task=t)``) is gone
+by then, and task-wise PEFT modules would compute with no task, or another one.
+
+:class:`BlockCheckpoint` checkpoints a block from the outside, with two public module hooks and one
+autograd function, and records with each call what the recompute needs: the task, whether the PEFT
+modules were enabled, the RNG state (dropout, drop path) and the autocast state. The block runs
+once without autograd in the forward pass (``torch.set_grad_enabled(False)`` from a forward pre-hook);
+the forward hook hands its output to :class:`_Recompute`, whose backward runs the block again, through
+``module(...)`` so that every hook on it acts again, and differentiates it. The mechanism is the one of
+``torch.utils.checkpoint(use_reentrant=True)``, owned here so that the task is part of the call.
+"""
+from contextlib import ExitStack
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from torch.utils.hooks import RemovableHandle
+
+
+class _Recompute(torch.autograd.Function):
+    """Identity on a block's output in the forward; recompute and differentiate it in the backward.
+
+    ``forward(ctx, call, *tensors)``: ``call`` holds the output computed without autograd and the
+    closure that recomputes it; ``tensors`` are the block's tensor inputs then the trainable parameters
+    it may use (inputs of this function, so their gradients flow to them).
+    """
+
+    @staticmethod
+    def forward(ctx, call: '_Call', *tensors: torch.Tensor) -> torch.Tensor:
+        ctx.call = call
+        n = call.num_inputs
+        ctx.save_for_backward(*tensors[:n])
+        ctx.params = tensors[n:]
+        out, call.output = call.output, None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        call: _Call = ctx.call
+        inputs = [x.detach().requires_grad_(x.requires_grad) for x in ctx.saved_tensors]
+        with torch.enable_grad():
+            out = call.recompute(inputs)
+        wrt = [x for x in inputs if x.requires_grad] + [p for p in ctx.params]
+        grads = list(torch.autograd.grad(out, wrt, grad, allow_unused=True)) if wrt else []
+        in_grads = [grads.pop(0) if x.requires_grad else None for x in inputs]
+        return (None, *in_grads, *grads)
+
+
+class _Call:
+    """What one checkpointed call needs to run again in the backward pass."""
+
+    def __init__(self, module: nn.Module, args: tuple, kwargs: dict, state: Dict[str, Any],
+                 enter: Callable[[Dict[str, Any]], ExitStack]):
+        self.module, self.args, self.kwargs, self.state, self.enter = module, args, kwargs, state, enter
+        self.tensor_pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        self.num_inputs = len(self.tensor_pos)
+        self.output: Optional[torch.Tensor] = None
+
+    def recompute(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        args = list(self.args)
+        for i, x in zip(self.tensor_pos, inputs):
+            args[i] = x
+        with self.enter(self.state):
+            return self.module(*args, **self.kwargs)
+
+
+class BlockCheckpoint:
+    """Checkpoint the blocks ``names`` of ``peft.model`` under the task of each call.
+
+    Args:
+        peft: the :class:`~mmpeft.peft.attachment.PEFTAttachment` (its switch and ``enabled`` flag).
+        names: the blocks, e.g. ``stages.0.blocks.1`` or ``blocks.3``. Each must return one tensor.
+        params: the trainable parameters a block may use that live outside it (e.g. a PHM rule shared
+            by every adapter); those inside it are found per block.
+    """
+
+    def __init__(self, peft, names: Sequence[str], params: Sequence[nn.Parameter] = ()):
+        self.peft = peft
+        self.names = list(names)
+        self.outside = list(params)
+        self.handles: List[RemovableHandle] = []
+        self._recomputing = 0
+        self._pending: List[Optional[_Call]] = []
+        model = peft.model
+        for name in self.names:
+            block = model.get_submodule(name)
+            self.handles.append(block.register_forward_pre_hook(self._pre, with_kwargs=True, prepend=True))
+            self.handles.append(block.register_forward_hook(self._post, with_kwargs=True, always_call=True))
+
+    def _params(self, block: nn.Module) -> List[nn.Parameter]:
+        own = [p for p in block.parameters() if p.requires_grad]
+        seen = {id(p) for p in own}
+        return own + [p for p in self.outside if p.requires_grad and id(p) not in seen]
+
+    def _pre(self, module: nn.Module, args: tuple, kwargs: dict):
+        if self._recomputing or not torch.is_grad_enabled():
+            self._pending.append(None)
+            return None
+        state = self._capture(args)
+        self._pending.append(_Call(module, args, dict(kwargs), state, self._enter))
+        torch.set_grad_enabled(False)  # used as a function: the block's forward keeps no activations
+        return None
+
+    def _post(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        call = self._pending.pop() if self._pending else None
+        if call is None:
+            return None
+        torch.set_grad_enabled(True)
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f'with_cp: block {type(module).__name__} returned {type(output).__name__}; mmpeft '
+                            f'checkpoints blocks that return one tensor')
+        call.output = output
+        inputs = [call.args[i] for i in call.tensor_pos]
+        return _Recompute.apply(call, *inputs, *self._params(module))
+
+    def _capture(self, args: tuple) -> Dict[str, Any]:
+        """The forward's task, PEFT gate, RNG and autocast state, as the recompute must see them."""
+        x = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        device = x.device if x is not None else torch.device('cpu')
+        state: Dict[str, Any] = dict(task=self.peft.switch._index, enabled=self.peft.enabled,
+                                     device=device, cpu_rng=torch.get_rng_state())
+        if device.type == 'cuda':
+            state['cuda_rng'] = torch.cuda.get_rng_state(device)
+        kind = device.type if device.type in ('cuda', 'cpu') else 'cpu'
+        state['autocast'] = (kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
+        return state
+
+    def _enter(self, state: Dict[str, Any]) -> ExitStack:
+        stack = ExitStack()
+        stack.enter_context(self.peft.switch.use(state['task']))
+        devices = [state['device']] if state['device'].type == 'cuda' else []
+        stack.enter_context(torch.random.fork_rng(devices=devices))
+        torch.set_rng_state(state['cpu_rng'])
+        if devices:
+            torch.cuda.set_rng_state(state['cuda_rng'], state['device'])
+        kind, on, dtype = state['autocast']
+        stack.enter_context(torch.autocast(kind, dtype=dtype, enabled=on))
+        enabled = self.peft.enabled
+        self.peft.enabled = state['enabled']
+        self._recomputing += 1
+
+        def restore() -> None:
+            self._recomputing -= 1
+            self.peft.enabled = enabled
+        stack.callback(restore)
+        return stack
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def toolbox_checkpointed(model: nn.Module) -> Tuple[List[str], List[Tuple[nn.Module, str]]]:
+    """Blocks the toolboxes checkpoint themselves: ``(block names, (module, flag attribute) to switch
+    off)``. mmseg / mmdet / mmpretrain blocks carry ``with_cp``; timm's ViT ``grad_checkpointing``
+    checkpoints each of its ``blocks``."""
+    names, flags = [], []
+    for name, m in model.named_modules():
+        if getattr(m, 'with_cp', False) is True and name:
+            names.append(name)
+            flags.append((m, 'with_cp'))
+        if getattr(m, 'grad_checkpointing', False) is True and isinstance(getattr(m, 'blocks', None), nn.Module):
+            prefix = f'{name}.blocks' if name else 'blocks'
+            names += [f'{prefix}.{i}' for i in range(len(m.blocks))]
+            flags.append((m, 'grad_checkpointing'))
+    return names, flags

@@ -1,0 +1,242 @@
+"""Every registered PEFT method x every backbone family, through the same checks (issue #11).
+
+Families (tiny models of the real toolbox classes, see ``peft_checks``): mmseg, mmdet and mmpretrain
+Swin; timm ViT (inside mmpretrain's TIMMBackbone); mmpretrain ViT. Methods: every entry of
+``PEFT_METHODS``, single-task, plus the task-wise (T = 2) form of every method that has one.
+
+Checks, each against a reference the attachment does not compute: the plain toolbox backbone (same
+frozen weights), the same model without checkpointing, a freshly built model.
+
+- identity at init, where the method is designed so (all but VPT);
+- one SGD step changes only trainable tensors, and every trainable tensor got a gradient (DDP with
+  ``find_unused_parameters=False`` is safe);
+- every key of the plain backbone is kept; new keys lie under injected modules;
+- ``peft.disabled()`` computes the plain backbone; ``peft.detach()`` gives it back bit for bit (keys,
+  values, ``requires_grad``, outputs, and the injected modules no longer act); attaching again gives
+  the same outputs as the first attachment;
+- merge / unmerge round trip for the mergeable methods (LoRA, SSF);
+- the delta state dict saved and loaded into a fresh model reproduces the outputs;
+- ``with_cp=True``: equal outputs and gradients, fewer bytes saved for backward.
+"""
+import copy
+from typing import Dict, List, Optional
+
+import pytest
+import torch
+import torch.nn as nn
+from peft_checks import BACKBONES, images, max_diff, perturb
+
+import mmpeft  # noqa: F401
+from mmpeft.backbones import build_peft_backbone
+from mmpeft.peft.attachment import PEFTAttachment
+from mmpeft.registry import MODELS, PEFT_METHODS
+
+FAMILIES = ['swin', 'mmdet_swin', 'mmpretrain_swin', 'timm_vit', 'mmpretrain_vit']
+SWINS = {'swin', 'mmdet_swin', 'mmpretrain_swin'}
+
+#: small settings per method (the tiny backbones have widths 16..128 and 32)
+SETTINGS: Dict[str, dict] = dict(
+    LoRA=dict(rank=2), Adapter=dict(reduction_ratio=4), LowRankAdapter=dict(rank=1, reduction_ratio=4),
+    SharedAdapter=dict(reduction_ratio=4), AdaptFormer=dict(hidden_dims=8), PHMLayer=dict(phm_dim=4),
+    Compacter=dict(phm_dim=4), CompacterPlusPlus=dict(phm_dim=4), VPT=dict(num_tokens=3),
+    VPTDeep=dict(num_tokens=3), VPTShallow=dict(num_tokens=3), SSF=dict(init_std=0.),
+    BitFit=dict(), RelativePositionBias=dict())
+SELECTION = ('FullFinetune', 'FrozenBackbone', 'LNTuning')
+NOT_IDENTITY = ('VPT', 'VPTDeep', 'VPTShallow')  # prompts change the attention by design
+MERGEABLE = ('LoRA', 'SSF')
+
+
+def registered() -> List[str]:
+    return sorted(PEFT_METHODS.module_dict)
+
+
+def test_the_matrix_covers_every_registered_method():
+    assert set(registered()) == set(SETTINGS) | set(SELECTION), 'a new method needs a row in SETTINGS'
+
+
+def cases():
+    out = []
+    for family in FAMILIES:
+        for name in registered():
+            for tasks in ([1] if name in SELECTION else [1, 2]):
+                out.append(pytest.param(family, name, tasks, id=f'{family}-{name}-T{tasks}'))
+    return out
+
+
+def method_cfg(name: str, num_tasks: int) -> dict:
+    cfg = dict(type=name, **SETTINGS.get(name, {}))
+    if num_tasks > 1:
+        cfg['num_tasks'] = num_tasks
+    return cfg
+
+
+def applicable(family: str, name: str) -> Optional[str]:
+    """Why the pair cannot be built (the error message part expected), or None."""
+    if name == 'RelativePositionBias' and family not in SWINS:
+        return 'relative_position_bias_table'
+    return None
+
+
+def build(family: str, name: str, num_tasks: int, seed: int = 0, **kwargs) -> nn.Module:
+    torch.manual_seed(seed)
+    bb = build_peft_backbone(copy.deepcopy(BACKBONES[family]), method_cfg(name, num_tasks), **kwargs)
+    bb.init_weights()
+    bb.eval()  # mmseg's Swin returns None from train()
+    return bb
+
+
+def plain_copy(family: str, peft: nn.Module) -> nn.Module:
+    plain = MODELS.build(copy.deepcopy(BACKBONES[family]))
+    missing, _ = plain.load_state_dict(peft.state_dict(), strict=False)
+    assert not missing
+    plain.eval()
+    return plain
+
+
+def run(model: nn.Module, x: torch.Tensor, task=None) -> List[torch.Tensor]:
+    out = model(x) if task is None else model(x, task=task)
+    return [o for o in out]
+
+
+def loss(model: nn.Module, x: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    tasks = list(range(num_tasks)) if num_tasks > 1 else [None]
+    return sum(sum((o.float() ** 2).mean() for o in run(model, x, t)) for t in tasks)
+
+
+def trainable(model: nn.Module) -> Dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``fn()`` runs."""
+    seen = {}
+
+    def pack(t: torch.Tensor):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize('family,name,num_tasks', cases())
+def test_method_on_family(family, name, num_tasks):
+    why = applicable(family, name)
+    if why is not None:
+        with pytest.raises(ValueError, match=why):
+            build(family, name, num_tasks)
+        return
+    x = images(family)
+    peft = build(family, name, num_tasks)
+    plain = plain_copy(family, peft)
+    tasks = list(range(num_tasks)) if num_tasks > 1 else [None]
+    assert isinstance(peft.peft, PEFTAttachment) and peft.peft.num_tasks == num_tasks
+
+    # keys of the plain backbone kept; new keys under injected modules
+    plain_keys, keys = set(plain.state_dict()), set(peft.state_dict())
+    assert plain_keys <= keys
+    prefixes = tuple(n + '.' for n in peft.peft.injected)
+    assert all(k.startswith(prefixes) for k in keys - plain_keys)
+
+    with torch.no_grad():
+        reference = run(plain, x)
+        if name not in NOT_IDENTITY:
+            for t in tasks:
+                assert max_diff(run(peft, x, t), reference) == 0, f'not the identity at init (task {t})'
+
+    # one step: only trainable tensors move; each trainable tensor got a gradient
+    perturb(peft)
+    if name == 'FrozenBackbone':
+        assert not trainable(peft)
+    else:
+        peft.train()
+        before = {k: v.clone() for k, v in peft.state_dict().items()}
+        opt = torch.optim.SGD(peft.parameters(), lr=0.5)
+        loss(peft, x, num_tasks).backward()
+        unused = [n for n, p in trainable(peft).items() if p.grad is None]
+        assert not unused, f'trainable but unused in the forward (DDP would hang): {unused[:4]}'
+        opt.step()
+        changed = {k for k, v in peft.state_dict().items() if not torch.equal(v, before[k])}
+        assert changed and changed <= set(trainable(peft)), sorted(changed - set(trainable(peft)))[:4]
+        opt.zero_grad(set_to_none=True)
+        peft.eval()
+
+    with torch.no_grad():
+        adapted = {t: run(peft, x, t) for t in tasks}
+        # disabled(): the frozen backbone's output (its own frozen tensors, as now)
+        frozen_now = plain_copy(family, peft)
+        with peft.peft.disabled():
+            for t in tasks:
+                assert max_diff(run(peft, x, t), run(frozen_now, x)) == 0
+
+        # merge / unmerge
+        if name in MERGEABLE:
+            weights = {k: v.clone() for k, v in peft.state_dict().items()}
+            for t in tasks:
+                peft.peft.merge(task=t)
+                assert max_diff(run(peft, x), adapted[t]) < 1e-5
+                peft.peft.unmerge()
+                assert max(float((peft.state_dict()[k] - w).abs().max()) for k, w in weights.items()) < 1e-5
+        elif peft.peft._hooks:
+            with pytest.raises(ValueError, match='cannot be merged'):
+                peft.peft.merge(task=tasks[0])
+
+        # the delta state dict into a fresh model reproduces the outputs
+        adapted = {t: run(peft, x, t) for t in tasks}  # after unmerge's rounding
+        delta = {k: v.detach().clone() for k, v in peft.peft.delta_state_dict().items()}
+        assert set(delta) == set(trainable(peft))
+        fresh = build(family, name, num_tasks, seed=1)  # other random weights everywhere
+        missing, _ = fresh.load_state_dict({k: v for k, v in peft.state_dict().items() if k not in delta},
+                                           strict=False)
+        assert set(missing) == set(delta)
+        if delta:
+            assert any(max_diff(run(fresh, x, t), adapted[t]) > 0 for t in tasks)
+        fresh.load_state_dict(delta, strict=False)
+        for t in tasks:
+            assert max_diff(run(fresh, x, t), adapted[t]) == 0
+
+        # detach: the plain backbone again, bit for bit; attach again: the same outputs as before
+        requires = {n: p.requires_grad for n, p in plain.named_parameters()}
+        injected = [peft.get_submodule(n) for n in peft.peft.injected]
+        state = peft.state_dict()
+        frozen_now = plain_copy(family, peft)  # merge / unmerge moved the frozen weights by rounding
+        peft.peft.detach()
+        assert 'peft' not in vars(peft) and 'forward' not in vars(peft)
+        assert set(peft.state_dict()) == plain_keys
+        assert all(torch.equal(v, state[k]) for k, v in peft.state_dict().items())
+        assert {n: p.requires_grad for n, p in peft.named_parameters()} == requires
+        assert max_diff(run(peft, x), run(frozen_now, x)) == 0
+        for m in injected:  # detached modules no longer act
+            for p in m.parameters():
+                p.add_(1.0)
+        assert max_diff(run(peft, x), run(frozen_now, x)) == 0
+
+
+@pytest.mark.parametrize('family,name,num_tasks', [c for c in cases() if c.values[1] not in ('FrozenBackbone',)])
+def test_method_under_activation_checkpointing(family, name, num_tasks):
+    """``with_cp=True``: the same outputs and gradients as without, and fewer saved activations."""
+    if applicable(family, name) is not None:
+        return
+    if name == 'VPTShallow' and family not in SWINS:
+        with pytest.raises(ValueError, match='VPTDeep'):
+            build(family, name, num_tasks, with_cp=True)
+        return
+    x = images(family)
+    ref = build(family, name, num_tasks)
+    perturb(ref)
+    cp = build(family, name, num_tasks, with_cp=True)
+    cp.load_state_dict(ref.state_dict())
+    assert cp.peft.checkpointed
+    for m in (ref, cp):
+        m.train()
+    torch.manual_seed(2)  # drop path is random where the method trains the whole block (full fine-tuning)
+    bytes_ref = saved_bytes(lambda: loss(ref, x, num_tasks).backward())
+    torch.manual_seed(2)  # the recompute replays the forward's random state
+    bytes_cp = saved_bytes(lambda: loss(cp, x, num_tasks).backward())
+    assert bytes_cp < bytes_ref
+    g_ref, g_cp = trainable(ref), trainable(cp)
+    assert set(g_ref) == set(g_cp)
+    for n in g_ref:
+        assert g_cp[n].grad is not None, n
+        assert torch.allclose(g_cp[n].grad, g_ref[n].grad, atol=1e-6, rtol=1e-5), n
