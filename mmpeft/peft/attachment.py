@@ -34,14 +34,13 @@ dicts, so an EMA copy of the model is an independent attached model.
 """
 import contextlib
 import re
-import types
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-from .checkpointing import BlockCheckpoint, toolbox_checkpointed
+from .checkpointing import BlockCheckpoint
 from .layout import attach as _attach_child
 from .layout import detach as _detach_child
 from .layout import get_module
@@ -75,6 +74,16 @@ class _GatedSource(_Gated):
 
     def __call__(self):
         return self.fn() if self.active else None
+
+
+class _InitWeights:
+    """``model.init_weights`` of an attached backbone: ``fn(model, ...)`` (a module-level function)."""
+
+    def __init__(self, model: nn.Module, fn: Callable):
+        self.model, self.fn = model, fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(self.model, *args, **kwargs)
 
 
 class PEFTAttachment:
@@ -112,8 +121,7 @@ class PEFTAttachment:
         self.policy: Dict = {}
         self.frozen_eval_modules: List[str] = []
         self._task_stack: List[Optional[int]] = []
-        # the backbone's own init, when :meth:`wrap_init_weights` put a checked one in front of it
-        self.plain_init_weights: Optional[Callable] = None
+        self.wraps_init_weights = False  # see :meth:`wrap_init_weights`
         self.pretrained_params: List[str] = []  # plain-backbone parameters a checkpoint must fill
         self.not_pretrained: List[str] = []  # patterns of those it may leave at their init
         vars(model)['peft'] = self  # not nn.Module.__setattr__: nothing to register
@@ -171,39 +179,16 @@ class PEFTAttachment:
             self._window.append(module)
 
     def wrap_init_weights(self, fn: Callable) -> None:
-        """Make ``model.init_weights()`` run ``fn(model, ...)``, which calls :attr:`plain_init_weights`
-        (the backbone's own) and checks / completes it. torch has no hook around ``init_weights``, so
-        this is an instance attribute; it is recorded here and :meth:`detach` removes it."""
-        self.plain_init_weights = self.model.init_weights
-        vars(self.model)['init_weights'] = types.MethodType(fn, self.model)
+        """Make ``model.init_weights()`` run ``fn(model, ...)``, which calls :meth:`plain_init_weights`
+        (the class's own) and checks / completes it. torch has no hook around ``init_weights``, so this
+        is an instance attribute (a picklable :class:`_InitWeights`); it is recorded here and
+        :meth:`detach` removes it."""
+        vars(self.model)['init_weights'] = _InitWeights(self.model, fn)
+        self.wraps_init_weights = True
 
-    def checkpoint_blocks(self, names: Sequence[str]) -> None:
-        """Activation checkpointing of the blocks ``names`` that recomputes under each call's task
-        (:class:`~mmpeft.peft.checkpointing.BlockCheckpoint`). The toolboxes' own checkpointing of those
-        blocks (``with_cp``, timm's ``grad_checkpointing``) is switched off, so each block is
-        checkpointed once; :meth:`detach` switches it back on. Call after the method's hooks exist."""
-        if self.method is not None and not getattr(self.method, 'checkpointable', True):
-            raise ValueError(f'{self.method!r} cannot run under activation checkpointing (with_cp): '
-                             f'{self.method.not_checkpointable}')
-        names = [n for n in names if self._checkpoint is None or n not in self._checkpoint.names]
-        if not names:
-            return
-        _, flags = toolbox_checkpointed(self.model)
-        for m, attr in flags:
-            self._cp_flags.append((m, attr, getattr(m, attr)))
-            setattr(m, attr, False)
-        inside = tuple(n + '.' for n in names)
-        outside = [p for n in self.injected if not (n + '.').startswith(inside)
-                   for p in get_module(self.model, n).parameters()]
-        if self._checkpoint is not None:  # one set of hooks per block, registered after the method's
-            names = self._checkpoint.names + names
-            self._checkpoint.remove()
-        self._checkpoint = BlockCheckpoint(self, names, outside)
-
-    @property
-    def checkpointed(self) -> List[str]:
-        """The blocks mmpeft checkpoints (see :meth:`checkpoint_blocks`)."""
-        return list(self._checkpoint.names) if self._checkpoint is not None else []
+    def plain_init_weights(self, *args, **kwargs):
+        """The backbone class's own ``init_weights``."""
+        return type(self.model).init_weights(self.model, *args, **kwargs)
 
     # ------------------------------------------------------------------ policy
     def freeze(self, trainable: Patterns, frozen: Patterns = None, allow_empty: bool = False,
@@ -378,9 +363,9 @@ class PEFTAttachment:
             restore_window_attention(get_module(self.model, name))
         for name in reversed(self.injected):
             _detach_child(self.model, name)
-        if self.plain_init_weights is not None:
+        if self.wraps_init_weights:
             vars(self.model).pop('init_weights', None)
-            self.plain_init_weights = None
+            self.wraps_init_weights = False
         for n, p in self.model.named_parameters():
             if n in self._requires_grad:
                 p.requires_grad_(self._requires_grad[n])

@@ -15,11 +15,11 @@ Anything else is an error naming the module that did not fit.
 New modules are added *next to* the frozen ones (``attn.w_msa.lora_qkv``, ``blocks.3.adapter_mlp``,
 ``norm1.ssf`` ...), never around them, so every key of the plain backbone keeps its name and official
 checkpoints load unchanged (:func:`attach`). Behaviour is added with forward hooks bound to the injected modules (so
-``copy.deepcopy`` rebinds them to the copy) or, for Swin's windowed attention, an instance-level
-``forward`` (:func:`override_window_attention`) that accepts extra keys/values and a bias table.
+``copy.deepcopy`` rebinds them to the copy) or, for Swin's windowed attention, a subclass of the
+toolbox's ``WindowMSA`` (:class:`WindowAttentionExtras`, :func:`override_window_attention`) that
+accepts extra keys/values and a bias table.
 """
 import re
-import types
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -199,72 +199,94 @@ def detach(root: nn.Module, name: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # Swin windowed attention with extra keys/values and a bias-table delta
 # --------------------------------------------------------------------------------------------------
-def _window_attention(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The toolboxes' ``WindowMSA.forward`` plus two optional inputs from injected modules.
+class WindowAttentionExtras:
+    """Mixin of the toolboxes' Swin ``WindowMSA`` (mmseg, mmdet, mmpretrain) with two optional inputs
+    from injected modules; :func:`override_window_attention` makes a window attention an instance of
+    ``<its class> + this mixin``, so ``type(m).forward`` is the forward that runs.
 
-    - ``self.peft_extra_kv()`` -> ``(P, C)`` tokens (VPT prompts) appended to the keys and values of
-      *every* window; no relative position bias and no shift mask apply to them (a prompt has no
-      position, so it is visible from every window whatever the shift).
-    - ``self.peft_table()`` -> a ``((2Wh-1)(2Ww-1), nH)`` relative position bias table used instead
-      of ``relative_position_bias_table`` (task-wise relative-bias tuning / BitFit).
+    - ``peft_extra_kv()`` -> ``(P, C)`` tokens (VPT prompts) appended to the keys and values of *every*
+      window; no relative position bias and no shift mask apply to them (a prompt has no position, so it
+      is visible from every window whatever the shift).
+    - ``peft_table()`` -> a ``((2Wh-1)(2Ww-1), nH)`` relative position bias table used instead of
+      ``relative_position_bias_table`` (task-wise relative-bias tuning / BitFit).
 
-    Args:
-        x: window tokens ``(nW*B, N, C)``, ``N = Wh*Ww``.
-        mask: shifted-window mask ``(nW, N, N)`` with values in ``(-inf, 0]``, or None.
+    Either returns ``None`` (not set, or its attachment disabled / merged): the toolbox's computation.
     """
-    B_, N, C = x.shape
-    h = self.num_heads
-    qkv = self.qkv(x).reshape(B_, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
-    extra = self.peft_extra_kv() if getattr(self, 'peft_extra_kv', None) is not None else None
-    P = 0
-    if extra is not None:
-        P = extra.shape[0]
-        ekv = self.qkv(extra).reshape(P, 3, h, C // h).permute(1, 2, 0, 3)  # (3, h, P, C/h)
-        k = torch.cat([k, ekv[1].unsqueeze(0).expand(B_, -1, -1, -1)], dim=2)
-        v = torch.cat([v, ekv[2].unsqueeze(0).expand(B_, -1, -1, -1)], dim=2)
-    attn = q @ k.transpose(-2, -1)  # (B_, h, N, N + P)
-    table = self.peft_table() if getattr(self, 'peft_table', None) is not None else None
-    if table is None:
-        table = self.relative_position_bias_table
-    bias = table[self.relative_position_index.view(-1)].view(N, N, -1).permute(2, 0, 1)
-    if P:
-        bias = F.pad(bias, (0, P))
-    attn = attn + bias.unsqueeze(0)
-    if mask is not None:
-        nW = mask.shape[0]
+
+    peft_extra_kv: Optional[Callable] = None
+    peft_table: Optional[Callable] = None
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: window tokens ``(nW*B, N, C)``, ``N = Wh*Ww``; ``mask``: shifted-window mask
+        ``(nW, N, N)`` with values in ``(-inf, 0]``, or None. Returns ``(nW*B, N, C)``."""
+        B_, N, C = x.shape
+        h = self.num_heads
+        qkv = self.qkv(x).reshape(B_, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+        extra = self.peft_extra_kv() if self.peft_extra_kv is not None else None
+        P = 0
+        if extra is not None:
+            P = extra.shape[0]
+            ekv = self.qkv(extra).reshape(P, 3, h, C // h).permute(1, 2, 0, 3)  # (3, h, P, C/h)
+            k = torch.cat([k, ekv[1].unsqueeze(0).expand(B_, -1, -1, -1)], dim=2)
+            v = torch.cat([v, ekv[2].unsqueeze(0).expand(B_, -1, -1, -1)], dim=2)
+        attn = q @ k.transpose(-2, -1)  # (B_, h, N, N + P)
+        table = self.peft_table() if self.peft_table is not None else None
+        if table is None:
+            table = self.relative_position_bias_table
+        bias = table[self.relative_position_index.view(-1)].view(N, N, -1).permute(2, 0, 1)
         if P:
-            mask = F.pad(mask, (0, P))
-        attn = attn.view(B_ // nW, nW, h, N, N + P) + mask.unsqueeze(1).unsqueeze(0)
-        attn = attn.view(-1, h, N, N + P)
-    attn = self.attn_drop(self.softmax(attn))
-    x = (attn @ v).transpose(1, 2).reshape(B_, N, C)
-    return self.proj_drop(self.proj(x))
+            bias = F.pad(bias, (0, P))
+        attn = attn + bias.unsqueeze(0)
+        if mask is not None:
+            nW = mask.shape[0]
+            if P:
+                mask = F.pad(mask, (0, P))
+            attn = attn.view(B_ // nW, nW, h, N, N + P) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, h, N, N + P)
+        attn = self.attn_drop(self.softmax(attn))
+        x = (attn @ v).transpose(1, 2).reshape(B_, N, C)
+        return self.proj_drop(self.proj(x))
 
 
 _WINDOW_ATTRS = ('qkv', 'proj', 'num_heads', 'scale', 'relative_position_bias_table',
                  'relative_position_index', 'softmax', 'attn_drop', 'proj_drop')
+_EXTENDED: Dict[type, type] = {}
+
+
+def _extended(cls: type) -> type:
+    """``cls`` + :class:`WindowAttentionExtras`, one class per toolbox class, named after it
+    (``MmsegWindowMSAWithExtras``) and kept in this module so that pickling finds it."""
+    if cls not in _EXTENDED:
+        name = f'{cls.__module__.split(".")[0].capitalize()}{cls.__name__}WithExtras'
+        sub = type(name, (WindowAttentionExtras, cls), dict(__module__=__name__, __qualname__=name,
+                                                            toolbox_class=cls))
+        _EXTENDED[cls] = globals()[name] = sub
+    return _EXTENDED[cls]
 
 
 def override_window_attention(w_msa: nn.Module, extra_kv: Optional[Callable] = None,
                               table: Optional[Callable] = None) -> None:
-    """Give a Swin ``WindowMSA`` the instance-level forward :func:`_window_attention`.
-
-    ``extra_kv`` / ``table`` are bound methods of injected modules (see :func:`_window_attention`).
-    """
+    """Make the Swin ``WindowMSA`` ``w_msa`` an instance of its class + :class:`WindowAttentionExtras`
+    (its parameters, buffers and keys are untouched) reading ``extra_kv`` / ``table`` (callables of
+    injected modules). :func:`restore_window_attention` gives it its class back."""
     missing = [a for a in _WINDOW_ATTRS if not hasattr(w_msa, a)]
     if missing:
         raise ValueError(f'{type(w_msa).__name__} is not a Swin WindowMSA this code knows '
                          f'(missing {missing}). Supported layouts: {SUPPORTED_LAYOUTS}')
+    if not isinstance(w_msa, WindowAttentionExtras):
+        w_msa.__class__ = _extended(type(w_msa))
     if extra_kv is not None:
         w_msa.peft_extra_kv = extra_kv
     if table is not None:
         w_msa.peft_table = table
-    w_msa.forward = types.MethodType(_window_attention, w_msa)
 
 
 def restore_window_attention(w_msa: nn.Module) -> None:
-    for key in ('forward', 'peft_extra_kv', 'peft_table'):
+    """Undo :func:`override_window_attention`."""
+    if isinstance(w_msa, WindowAttentionExtras):
+        w_msa.__class__ = type(w_msa).toolbox_class
+    for key in ('peft_extra_kv', 'peft_table'):
         w_msa.__dict__.pop(key, None)
 
 

@@ -203,6 +203,7 @@ def test_method_on_family(family, name, num_tasks):
         frozen_now = plain_copy(family, peft)  # merge / unmerge moved the frozen weights by rounding
         peft.peft.detach()
         assert 'peft' not in vars(peft) and 'forward' not in vars(peft)
+        assert [type(m) for m in peft.modules()] == [type(m) for m in plain.modules()]  # toolbox classes
         assert set(peft.state_dict()) == plain_keys
         assert all(torch.equal(v, state[k]) for k, v in peft.state_dict().items())
         assert {n: p.requires_grad for n, p in peft.named_parameters()} == requires

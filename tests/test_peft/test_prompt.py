@@ -16,6 +16,7 @@ from peft_checks import (
     images,
     max_diff,
     outputs,
+    perturb,
 )
 
 from mmpeft.peft.attachment import PEFTAttachment
@@ -129,3 +130,25 @@ def test_counts_swin_t_4_tasks():
     shallow = encoder_trainable_millions(dict(type='VPTShallow', tasks=TASKS))
     assert deep == 50 * 4416 * 4 / 1e6 and abs(deep / 0.88 - 1) < 0.05
     assert shallow == 50 * 96 * 4 / 1e6 and abs(shallow / 0.02 - 1) < 0.05
+
+
+def test_prompted_window_attention_is_a_visible_class_that_pickles():
+    """VPT on Swin: the window attention's class says what runs (the toolbox's WindowMSA + mmpeft's
+    extras), the model pickles whole, and detach gives the toolbox class back."""
+    import io
+
+    from mmpeft.peft.layout import WindowAttentionExtras
+    peft, plain = build('swin', dict(type='VPTDeep', num_tokens=3))
+    perturb(peft)
+    w_msa = peft.stages[0].blocks[0].attn.w_msa
+    assert isinstance(w_msa, WindowAttentionExtras) and type(w_msa).forward is WindowAttentionExtras.forward
+    assert type(w_msa).toolbox_class is type(plain.stages[0].blocks[0].attn.w_msa)
+    buf = io.BytesIO()
+    torch.save(peft, buf)
+    buf.seek(0)
+    copy_ = torch.load(buf, weights_only=False)
+    x = images('swin')
+    with torch.no_grad():
+        assert max_diff(outputs(copy_, x), outputs(peft, x)) == 0
+    peft.peft.detach()
+    assert type(w_msa) is type(plain.stages[0].blocks[0].attn.w_msa)
