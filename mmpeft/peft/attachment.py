@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-from .checkpointing import BlockCheckpoint
+from .checkpointing import BlockCheckpoint, toolbox_checkpointed
 from .layout import attach as _attach_child
 from .layout import detach as _detach_child
 from .layout import get_module
@@ -189,6 +189,34 @@ class PEFTAttachment:
     def plain_init_weights(self, *args, **kwargs):
         """The backbone class's own ``init_weights``."""
         return type(self.model).init_weights(self.model, *args, **kwargs)
+
+    def checkpoint_blocks(self, names: Sequence[str]) -> None:
+        """Activation checkpointing of the blocks ``names`` that recomputes under each call's task
+        (:class:`~mmpeft.peft.checkpointing.BlockCheckpoint`). The toolboxes' own checkpointing of those
+        blocks (``with_cp``, timm's ``grad_checkpointing``) is switched off, so each block is
+        checkpointed once; :meth:`detach` switches it back on. Call after the method's hooks exist."""
+        if self.method is not None and not getattr(self.method, 'checkpointable', True):
+            raise ValueError(f'{self.method!r} cannot run under activation checkpointing (with_cp): '
+                             f'{self.method.not_checkpointable}')
+        names = [n for n in names if self._checkpoint is None or n not in self._checkpoint.names]
+        if not names:
+            return
+        _, flags = toolbox_checkpointed(self.model)
+        for m, attr in flags:
+            self._cp_flags.append((m, attr, getattr(m, attr)))
+            setattr(m, attr, False)
+        inside = tuple(n + '.' for n in names)
+        outside = [p for n in self.injected if not (n + '.').startswith(inside)
+                   for p in get_module(self.model, n).parameters()]
+        if self._checkpoint is not None:  # one set of hooks per block, registered after the method's
+            names = self._checkpoint.names + names
+            self._checkpoint.remove()
+        self._checkpoint = BlockCheckpoint(self, names, outside)
+
+    @property
+    def checkpointed(self) -> List[str]:
+        """The blocks mmpeft checkpoints (see :meth:`checkpoint_blocks`)."""
+        return list(self._checkpoint.names) if self._checkpoint is not None else []
 
     # ------------------------------------------------------------------ policy
     def freeze(self, trainable: Patterns, frozen: Patterns = None, allow_empty: bool = False,

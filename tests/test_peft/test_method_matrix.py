@@ -7,7 +7,8 @@ Swin; timm ViT (inside mmpretrain's TIMMBackbone); mmpretrain ViT. Methods: ever
 Checks, each against a reference the attachment does not compute: the plain toolbox backbone (same
 frozen weights), the same model without checkpointing, a freshly built model.
 
-- identity at init, where the method is designed so (all but VPT);
+- identity at init, where the method is designed so (all but VPT); the plain output shapes; the
+  trainable set is exactly the injected modules; once trained, each task's modules act for that task;
 - one SGD step changes only trainable tensors, and every trainable tensor got a gradient (DDP with
   ``find_unused_parameters=False`` is safe);
 - every key of the plain backbone is kept; new keys lie under injected modules;
@@ -54,17 +55,28 @@ def test_the_matrix_covers_every_registered_method():
     assert set(registered()) == set(SETTINGS) | set(SELECTION), 'a new method needs a row in SETTINGS'
 
 
+#: settings the per-method defaults do not reach: Houlsby placement, a scaled parallel adapter, LoRA on
+#: every linear (row blocks of the fused qkv included)
+VARIANTS = {
+    'Adapter-houlsby': dict(type='Adapter', reduction_ratio=4, position='both'),
+    'Adapter-parallel': dict(type='Adapter', reduction_ratio=4, mode='parallel', scale=4.0),
+    'LoRA-all-linears': dict(type='LoRA', rank=2, targets=('q', 'v', 'proj', 'fc1', 'fc2')),
+}
+
+
 def cases():
     out = []
     for family in FAMILIES:
-        for name in registered():
-            for tasks in ([1] if name in SELECTION else [1, 2]):
-                out.append(pytest.param(family, name, tasks, id=f'{family}-{name}-T{tasks}'))
+        rows = [(name, dict(type=name, **SETTINGS.get(name, {}))) for name in registered()]
+        for label, cfg in rows + list(VARIANTS.items()):
+            for tasks in ([1] if cfg['type'] in SELECTION else [1, 2]):
+                out.append(pytest.param(family, cfg['type'], method_cfg(cfg, tasks), tasks,
+                                        id=f'{family}-{label}-T{tasks}'))
     return out
 
 
-def method_cfg(name: str, num_tasks: int) -> dict:
-    cfg = dict(type=name, **SETTINGS.get(name, {}))
+def method_cfg(cfg: dict, num_tasks: int) -> dict:
+    cfg = copy.deepcopy(cfg)
     if num_tasks > 1:
         cfg['num_tasks'] = num_tasks
     return cfg
@@ -77,9 +89,9 @@ def applicable(family: str, name: str) -> Optional[str]:
     return None
 
 
-def build(family: str, name: str, num_tasks: int, seed: int = 0, **kwargs) -> nn.Module:
+def build(family: str, cfg: dict, seed: int = 0, **kwargs) -> nn.Module:
     torch.manual_seed(seed)
-    bb = build_peft_backbone(copy.deepcopy(BACKBONES[family]), method_cfg(name, num_tasks), **kwargs)
+    bb = build_peft_backbone(copy.deepcopy(BACKBONES[family]), copy.deepcopy(cfg), **kwargs)
     bb.init_weights()
     bb.eval()  # mmseg's Swin returns None from train()
     return bb
@@ -120,15 +132,15 @@ def saved_bytes(fn) -> int:
     return sum(seen.values())
 
 
-@pytest.mark.parametrize('family,name,num_tasks', cases())
-def test_method_on_family(family, name, num_tasks):
+@pytest.mark.parametrize('family,name,cfg,num_tasks', cases())
+def test_method_on_family(family, name, cfg, num_tasks):
     why = applicable(family, name)
     if why is not None:
         with pytest.raises(ValueError, match=why):
-            build(family, name, num_tasks)
+            build(family, cfg)
         return
     x = images(family)
-    peft = build(family, name, num_tasks)
+    peft = build(family, cfg)
     plain = plain_copy(family, peft)
     tasks = list(range(num_tasks)) if num_tasks > 1 else [None]
     assert isinstance(peft.peft, PEFTAttachment) and peft.peft.num_tasks == num_tasks
@@ -139,8 +151,14 @@ def test_method_on_family(family, name, num_tasks):
     prefixes = tuple(n + '.' for n in peft.peft.injected)
     assert all(k.startswith(prefixes) for k in keys - plain_keys)
 
+    # what trains is exactly what the method injected (or, for selection methods, what it selects)
+    if peft.peft.injected:
+        under = {n for n, _ in peft.named_parameters() if n.startswith(prefixes)}
+        assert set(trainable(peft)) == under
+
     with torch.no_grad():
         reference = run(plain, x)
+        assert [o.shape for o in run(peft, x, tasks[-1])] == [o.shape for o in reference]
         if name not in NOT_IDENTITY:
             for t in tasks:
                 assert max_diff(run(peft, x, t), reference) == 0, f'not the identity at init (task {t})'
@@ -164,8 +182,12 @@ def test_method_on_family(family, name, num_tasks):
 
     with torch.no_grad():
         adapted = {t: run(peft, x, t) for t in tasks}
-        # disabled(): the frozen backbone's output (its own frozen tensors, as now)
-        frozen_now = plain_copy(family, peft)
+        frozen_now = plain_copy(family, peft)  # the frozen tensors as they are now
+        if peft.peft.injected:  # the (trained) method acts, and each task's modules act for that task
+            assert max_diff(adapted[tasks[0]], run(frozen_now, x)) > 1e-5
+            if num_tasks > 1:
+                assert max_diff(adapted[0], adapted[1]) > 1e-5
+        # disabled(): the frozen backbone's output
         with peft.peft.disabled():
             for t in tasks:
                 assert max_diff(run(peft, x, t), run(frozen_now, x)) == 0
@@ -186,7 +208,7 @@ def test_method_on_family(family, name, num_tasks):
         adapted = {t: run(peft, x, t) for t in tasks}  # after unmerge's rounding
         delta = {k: v.detach().clone() for k, v in peft.peft.delta_state_dict().items()}
         assert set(delta) == set(trainable(peft))
-        fresh = build(family, name, num_tasks, seed=1)  # other random weights everywhere
+        fresh = build(family, cfg, seed=1)  # other random weights everywhere
         missing, _ = fresh.load_state_dict({k: v for k, v in peft.state_dict().items() if k not in delta},
                                            strict=False)
         assert set(missing) == set(delta)
@@ -214,19 +236,19 @@ def test_method_on_family(family, name, num_tasks):
         assert max_diff(run(peft, x), run(frozen_now, x)) == 0
 
 
-@pytest.mark.parametrize('family,name,num_tasks', [c for c in cases() if c.values[1] not in ('FrozenBackbone',)])
-def test_method_under_activation_checkpointing(family, name, num_tasks):
+@pytest.mark.parametrize('family,name,cfg,num_tasks', [c for c in cases() if c.values[1] != 'FrozenBackbone'])
+def test_method_under_activation_checkpointing(family, name, cfg, num_tasks):
     """``with_cp=True``: the same outputs and gradients as without, and fewer saved activations."""
     if applicable(family, name) is not None:
         return
     if name == 'VPTShallow' and family not in SWINS:
         with pytest.raises(ValueError, match='VPTDeep'):
-            build(family, name, num_tasks, with_cp=True)
+            build(family, cfg, with_cp=True)
         return
     x = images(family)
-    ref = build(family, name, num_tasks)
+    ref = build(family, cfg)
     perturb(ref)
-    cp = build(family, name, num_tasks, with_cp=True)
+    cp = build(family, cfg, with_cp=True)
     cp.load_state_dict(ref.state_dict())
     assert cp.peft.checkpointed
     for m in (ref, cp):
