@@ -67,6 +67,12 @@ MUTANTS: List[Mutant] = [
       ['tests/test_peft/test_method_matrix.py', 'tests/test_peft/test_taskwise.py'],
       'backbone(x, task=t) runs another task'),
     # ---- peft/
+    M('vit-encoder-reads-first-patch', 'mmpeft/backbones/vit_encoder.py',
+      'return (last[:, 0],)', 'return (last[:, 1],)',
+      ['tests/test_backbones/test_vit_encoder.py'], 'the baseline heads read a patch, not the class token'),
+    M('hst-with-cp-ignored', 'mmpeft/backbones/timm_vit.py',
+      'if with_cp and torch.is_grad_enabled():', 'if False:',
+      ['tests/test_backbones/test_hst_with_cp.py'], 'HSTViT(with_cp=True) keeps every activation'),
     M('lora-scaling-one', 'mmpeft/peft/lora.py',
       'delta = F.linear(F.linear(self.dropout(x), self.A[t]), self.B[t]) * self.scaling',
       'delta = F.linear(F.linear(self.dropout(x), self.A[t]), self.B[t])',
