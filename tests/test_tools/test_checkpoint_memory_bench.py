@@ -58,7 +58,7 @@ def test_unknown_model_is_an_error_naming_the_choices():
 def test_tiny_run_keeps_fewer_bytes_with_checkpointing(bench, tmp_path, capsys):
     out = tmp_path / 'cp.json'
     rows = bench.main(['--tiny', '--device', 'cpu', '--threads', '1', '--json', str(out)])
-    assert [r['model'] for r in rows] == ['swin', 'vitl']
+    assert [r['model'] for r in rows] == ['swin', 'lora-swin', 'vitl']
     for r in rows:
         assert 0 < r['saved_mb_with'] < r['saved_mb_without'], r
         assert r['saved_ratio'] == pytest.approx(r['saved_mb_with'] / r['saved_mb_without'], rel=1e-12)
