@@ -109,9 +109,9 @@ class PEFTAttachment:
         self.merged_task: Optional[int] = None
         # (module name, handle, gated hook or None)
         self._hooks: List[Tuple[str, RemovableHandle, Optional[_Gated]]] = []
-        # (module name, gated hook, injected module name) of the mergeable sites
+        # (module name, injected module name) of the mergeable sites
         self._merge_sites: List[Tuple[str, str]] = []
-        self._window: List[str] = []  # window attentions given an instance-level forward
+        self._window: List[str] = []  # window attentions made WindowAttentionExtras
         self._eval_handle: Optional[RemovableHandle] = None
         self._checkpoint: Optional[BlockCheckpoint] = None
         self._cp_flags: List[Tuple[nn.Module, str, bool]] = []  # toolbox checkpoint flags switched off
