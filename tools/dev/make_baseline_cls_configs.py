@@ -55,8 +55,8 @@ METHODS: Dict[str, dict] = {
         note='the head only (768 x classes + classes). Paper: 0.04M (Table 2) / 0.18M (Table 3), the mean head'),
     'adapter': dict(
         label='Adapter',
-        method=("dict(type='Adapter', reduction_ratio=64, position='mlp', mode='sequential', act='relu', "
-                'with_norm=False)'),
+        # sequential, ReLU: the Adapter defaults
+        method="dict(type='Adapter', reduction_ratio=64, position='mlp', with_norm=False)",
         trainable=[r'backbone\.vit\.blocks\.\d+\.adapter_mlp\.'],
         note=('one bottleneck adapter per block after the MLP (Pfeiffer placement, as VPT\'s Adapter '
               'baseline), d / 64 = 12 hidden, ReLU, no own LayerNorm: 12 x (2 x 768 x 12 + 12 + 768) = '

@@ -23,7 +23,7 @@ model = dict(
             vit_kwargs=dict(drop_path_rate=0.0),
             out_type='cls_token',
             init_cfg=dict(type='Pretrained', checkpoint='pretrain/jx_vit_base_patch16_224_in21k.pth')),
-        method=dict(type='Adapter', reduction_ratio=64, position='mlp', mode='sequential', act='relu', with_norm=False)),
+        method=dict(type='Adapter', reduction_ratio=64, position='mlp', with_norm=False)),
     head=dict(in_channels=768))
 
 custom_hooks = [
