@@ -47,7 +47,7 @@ def build_peft_backbone(backbone: dict, method: Optional[dict] = None,
     nothing, silently. So when the built backbone's ``init_cfg`` names a checkpoint, ``init_weights``
     watches the load and raises if any parameter of the plain backbone (frozen or not, e.g. BitFit's
     biases; the method's own modules are exempt) was not written by it. Backbones that load their
-    checkpoint themselves, strictly, with ``init_cfg=None`` (HSTViT, ViTPyramid) are left to do so.
+    checkpoint themselves, strictly, with ``init_cfg=None`` (HSTViT, ViTPyramid, ViTEncoder) are left to do so.
 
     Args:
         backbone: config of the backbone, e.g. ``dict(type='mmseg.SwinTransformer', ...)``; an

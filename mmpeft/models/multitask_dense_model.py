@@ -104,6 +104,10 @@ class MultiTaskDenseModel(BaseModel):
         peft = vars(self.backbone).get('peft')
         self.task_wise_peft = peft is not None and peft.num_tasks > 1
         self.task_conditioned = self.task_wise_peft or bool(getattr(type(self.backbone), 'task_conditioned', False))
+        if self.task_wise_peft and peft.switch.tasks is None:
+            raise ValueError(f'the backbone\'s PEFT method {peft.method!r} holds {peft.num_tasks} task-wise sets '
+                             f'without task names: give the method tasks={list(self.tasks)} (in the backbone '
+                             f'config, instead of num_tasks)')
         if self.task_conditioned:
             known = peft.tasks if self.task_wise_peft else self.backbone.tasks
             missing = [t for t in self.tasks if t not in known]

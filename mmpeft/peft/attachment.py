@@ -114,6 +114,7 @@ class PEFTAttachment:
         self._window: List[str] = []  # window attentions made WindowAttentionExtras
         self._eval_handle: Optional[RemovableHandle] = None
         self._checkpoint: Optional[BlockCheckpoint] = None
+        self._checkpoint_names: List[str] = []
         self._cp_flags: List[Tuple[nn.Module, str, bool]] = []  # toolbox checkpoint flags switched off
         self._task_handles: List[RemovableHandle] = []
         self._requires_grad: Dict[str, bool] = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -165,6 +166,8 @@ class PEFTAttachment:
         self._hooks.append((module, handle, g))
         if merge_with is not None:
             self._merge_sites.append((module, self.name_of(merge_with)))
+        if self._checkpoint is not None:
+            self._rewrap_checkpoint()  # a later hook must still run inside the checkpointed call
         return handle
 
     def window_attention(self, module: str, extra_kv: Optional[Callable] = None,
@@ -195,23 +198,35 @@ class PEFTAttachment:
         (:class:`~mmpeft.peft.checkpointing.BlockCheckpoint`). The toolboxes' own checkpointing of those
         blocks (``with_cp``, timm's ``grad_checkpointing``) is switched off, so each block is
         checkpointed once; :meth:`detach` switches it back on. Call after the method's hooks exist."""
-        if self.method is not None and not getattr(self.method, 'checkpointable', True):
-            raise ValueError(f'{self.method!r} cannot run under activation checkpointing (with_cp): '
-                             f'{self.method.not_checkpointable}')
+        why = getattr(self.method, '_not_checkpointable', '') if self.method is not None else ''
+        if why:
+            raise ValueError(f'{self.method!r} cannot run under activation checkpointing (with_cp): {why}')
         names = [n for n in names if self._checkpoint is None or n not in self._checkpoint.names]
         if not names:
             return
+        chosen = set(names) | set(self.checkpointed)
         _, flags = toolbox_checkpointed(self.model)
         for m, attr in flags:
-            self._cp_flags.append((m, attr, getattr(m, attr)))
-            setattr(m, attr, False)
-        inside = tuple(n + '.' for n in names)
-        outside = [p for n in self.injected if not (n + '.').startswith(inside)
-                   for p in get_module(self.model, n).parameters()]
-        if self._checkpoint is not None:  # one set of hooks per block, registered after the method's
-            names = self._checkpoint.names + names
+            name = self._name(m)
+            blocks = ([f'{name}.blocks.{i}' if name else f'blocks.{i}' for i in range(len(m.blocks))]
+                      if attr == 'grad_checkpointing' else [name])
+            if set(blocks) <= chosen:  # only the flags of the blocks checkpointed here
+                self._cp_flags.append((m, attr, getattr(m, attr)))
+                setattr(m, attr, False)
+        self._checkpoint_names = sorted(chosen, key=list(dict(self.model.named_modules())).index)
+        self._rewrap_checkpoint()
+
+    def _name(self, module: nn.Module) -> str:
+        return next(n for n, m in self.model.named_modules() if m is module)
+
+    def _rewrap_checkpoint(self) -> None:
+        """(Re-)register the checkpoint hooks, outermost: the pre-hook first, the forward hook last, so
+        that a recompute re-runs every other hook of the block inside the checkpointed call."""
+        if self._checkpoint is not None:
             self._checkpoint.remove()
-        self._checkpoint = BlockCheckpoint(self, names, outside)
+            self._checkpoint = None
+        if self._checkpoint_names:
+            self._checkpoint = BlockCheckpoint(self, self._checkpoint_names)
 
     @property
     def checkpointed(self) -> List[str]:
@@ -220,8 +235,8 @@ class PEFTAttachment:
 
     # ------------------------------------------------------------------ policy
     def freeze(self, trainable: Patterns, frozen: Patterns = None, allow_empty: bool = False,
-               frozen_eval: bool = True, eval_scope: str = '', keep_training: Callable[[nn.Module], bool] = None
-               ) -> List[str]:
+               frozen_eval: bool = True, eval_scope: str = '',
+               keep_training: Optional[Callable[[nn.Module], bool]] = None) -> List[str]:
         """Train exactly the parameters matching ``trainable`` (minus ``frozen``), freeze the rest.
 
         With ``frozen_eval`` the frozen norm / dropout / drop-path modules under ``eval_scope`` (a module
@@ -232,10 +247,7 @@ class PEFTAttachment:
         self.trainable = apply_trainable(self.model, trainable, frozen, allow_empty=allow_empty)
         self.policy = dict(trainable=[trainable] if isinstance(trainable, str) else list(trainable or []),
                            frozen=frozen, allow_empty=allow_empty, frozen_eval=frozen_eval)
-        if self._eval_handle is not None:
-            self._eval_handle.remove()
-            self._eval_handle = None
-        self.frozen_eval_modules = []
+        self._release_eval()
         if frozen_eval:
             scope = get_module(self.model, eval_scope)
             prefix = eval_scope + '.' if eval_scope else ''
@@ -245,6 +257,15 @@ class PEFTAttachment:
                 self._eval_handle = keep_in_eval(self.model, names)
             self.frozen_eval_modules = names
         return self.trainable
+
+    def _release_eval(self) -> None:
+        """Remove the frozen-eval rule; the modules it held in eval follow the model's mode again."""
+        if self._eval_handle is not None:
+            self._eval_handle.remove()
+            self._eval_handle = None
+        for name in self.frozen_eval_modules:
+            get_module(self.model, name).train(self.model.training)
+        self.frozen_eval_modules = []
 
     def restore_trainable(self) -> None:
         """Set ``requires_grad`` back to the policy (e.g. after a checkpoint load re-created tensors)."""
@@ -280,7 +301,13 @@ class PEFTAttachment:
         task = kwargs.pop('task', None)
         if task is not None:  # no keyword: the task bound by an enclosing peft.task(...) block, if any
             self.switch._index = self.switch.resolve(task)
+            self._check_merged_task(self.switch._index)
         return args, kwargs
+
+    def _check_merged_task(self, t: int) -> None:
+        if self.merged_task is not None and t != self.merged_task:
+            raise RuntimeError(f'task {self.tasks[t]!r} asked, but the weights hold task '
+                               f'{self.tasks[self.merged_task]!r} merged: unmerge() first')
 
     def _exit_task(self, module: nn.Module, args, output):
         if self._task_stack:
@@ -291,6 +318,8 @@ class PEFTAttachment:
     def task(self, task: Optional[TaskKey]) -> Iterator[None]:
         """Run the calls inside the block with task ``task``'s modules."""
         with self.switch.use(task):
+            if task is not None:
+                self._check_merged_task(self.switch._index)
             yield
 
     def forward_tasks(self, x: torch.Tensor, tasks: Optional[Sequence[TaskKey]] = None, **kwargs) -> Dict:
@@ -304,6 +333,9 @@ class PEFTAttachment:
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
         """Inside the block the backbone computes what the frozen backbone computes (no hook acts)."""
+        if self.merged_task is not None:
+            raise RuntimeError('disabled() while merged would still compute with the folded weights: '
+                               'unmerge() first')
         previous, self.enabled = self.enabled, False
         try:
             yield
@@ -359,7 +391,7 @@ class PEFTAttachment:
     def delta_state_dict(self) -> Dict[str, torch.Tensor]:
         """The trainable tensors (the whole PEFT checkpoint of this backbone), by state-dict key."""
         keep = set(self.trainable)
-        return {k: v for k, v in self.model.state_dict(keep_vars=True).items() if k in keep}
+        return {k: v.detach() for k, v in self.model.state_dict(keep_vars=True).items() if k in keep}
 
     @property
     def added_keys(self) -> Optional['re.Pattern']:
@@ -385,8 +417,7 @@ class PEFTAttachment:
         for m, attr, value in self._cp_flags:
             setattr(m, attr, value)
         self._cp_flags = []
-        if self._eval_handle is not None:
-            self._eval_handle.remove()
+        self._release_eval()
         for name in self._window:
             restore_window_attention(get_module(self.model, name))
         for name in reversed(self.injected):
@@ -398,7 +429,7 @@ class PEFTAttachment:
             if n in self._requires_grad:
                 p.requires_grad_(self._requires_grad[n])
         self._hooks, self._merge_sites, self._window, self._task_handles, self.injected = [], [], [], [], []
-        self._eval_handle = None
+        self._task_stack = []
         vars(self.model).pop('peft', None)
         return self.model
 

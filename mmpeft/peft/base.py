@@ -30,11 +30,11 @@ class PEFTMethod:
 
     #: whether an empty trainable set inside the backbone is expected (decoders-only / linear probe)
     allows_empty: bool = False
-    #: whether ``merge`` folds the method into the frozen weights
+    #: whether the method folds into the frozen weights (informative; ``backbone.peft.mergeable`` decides
+    #: from the hooks the method registered with ``merge_with``)
     mergeable: bool = False
-    #: whether the backbone may checkpoint its blocks (``with_cp``); if not, ``not_checkpointable`` says why
-    checkpointable: bool = True
-    not_checkpointable: str = ''
+    #: why the backbone cannot checkpoint its blocks (``with_cp``) with this method; empty: it can
+    _not_checkpointable: str = ''
 
     def __init__(self, frozen_eval: bool = True):
         self.frozen_eval = frozen_eval

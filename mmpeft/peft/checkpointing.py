@@ -45,6 +45,8 @@ class _Recompute(torch.autograd.Function):
         inputs = [x.detach().requires_grad_(x.requires_grad) for x in ctx.saved_tensors]
         with torch.enable_grad():
             out = call.recompute(inputs)
+        if not out.requires_grad:  # e.g. a call under peft.disabled() on a frozen input: nothing to send back
+            return (None,) * (1 + len(inputs) + len(ctx.params))
         wrt = [x for x in inputs if x.requires_grad] + [p for p in ctx.params]
         grads = list(torch.autograd.grad(out, wrt, grad, allow_unused=True)) if wrt else []
         in_grads = [grads.pop(0) if x.requires_grad else None for x in inputs]
@@ -72,17 +74,19 @@ class _Call:
 class BlockCheckpoint:
     """Checkpoint the blocks ``names`` of ``peft.model`` under the task of each call.
 
+    Every trainable parameter of the model is an input of each checkpointed call (a block may use one
+    that lives outside it, e.g. a PHM rule shared by every adapter, or a tied weight); those the block
+    does not use get no gradient from it.
+
     Args:
         peft: the :class:`~mmpeft.peft.attachment.PEFTAttachment` (its switch and ``enabled`` flag).
-        names: the blocks, e.g. ``stages.0.blocks.1`` or ``blocks.3``. Each must return one tensor.
-        params: the trainable parameters a block may use that live outside it (e.g. a PHM rule shared
-            by every adapter); those inside it are found per block.
+        names: the blocks, e.g. ``stages.0.blocks.1`` or ``blocks.3``. Each must return one tensor and
+            take its tensors that need a gradient as positional arguments.
     """
 
-    def __init__(self, peft, names: Sequence[str], params: Sequence[nn.Parameter] = ()):
+    def __init__(self, peft, names: Sequence[str]):
         self.peft = peft
         self.names = list(names)
-        self.outside = list(params)
         self.handles: List[RemovableHandle] = []
         self._recomputing = 0
         self._pending: List[Optional[_Call]] = []
@@ -92,15 +96,18 @@ class BlockCheckpoint:
             self.handles.append(block.register_forward_pre_hook(self._pre, with_kwargs=True, prepend=True))
             self.handles.append(block.register_forward_hook(self._post, with_kwargs=True, always_call=True))
 
-    def _params(self, block: nn.Module) -> List[nn.Parameter]:
-        own = [p for p in block.parameters() if p.requires_grad]
-        seen = {id(p) for p in own}
-        return own + [p for p in self.outside if p.requires_grad and id(p) not in seen]
+    def _params(self) -> List[nn.Parameter]:
+        return [p for p in self.peft.model.parameters() if p.requires_grad]
 
     def _pre(self, module: nn.Module, args: tuple, kwargs: dict):
         if self._recomputing or not torch.is_grad_enabled():
             self._pending.append(None)
             return None
+        bad = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.requires_grad]
+        if bad:
+            raise ValueError(f'with_cp: block {type(module).__name__} got the tensor(s) {bad} that need a gradient '
+                             f'as keyword arguments, which a checkpointed call cannot send one to; pass them '
+                             f'positionally, or build without with_cp')
         state = self._capture(args)
         self._pending.append(_Call(module, args, dict(kwargs), state, self._enter))
         torch.set_grad_enabled(False)  # used as a function: the block's forward keeps no activations
@@ -111,12 +118,14 @@ class BlockCheckpoint:
         if call is None:
             return None
         torch.set_grad_enabled(True)
+        if output is None:  # the forward raised (this hook always runs): grad mode is back, let it propagate
+            return None
         if not isinstance(output, torch.Tensor):
             raise TypeError(f'with_cp: block {type(module).__name__} returned {type(output).__name__}; mmpeft '
                             f'checkpoints blocks that return one tensor')
         call.output = output
         inputs = [call.args[i] for i in call.tensor_pos]
-        return _Recompute.apply(call, *inputs, *self._params(module))
+        return _Recompute.apply(call, *inputs, *self._params())
 
     def _capture(self, args: tuple) -> Dict[str, Any]:
         """The forward's task, PEFT gate, RNG and autocast state, as the recompute must see them."""
@@ -159,10 +168,21 @@ class BlockCheckpoint:
 def toolbox_checkpointed(model: nn.Module) -> Tuple[List[str], List[Tuple[nn.Module, str]]]:
     """Blocks the toolboxes checkpoint themselves: ``(block names, (module, flag attribute) to switch
     off)``. mmseg / mmdet / mmpretrain blocks carry ``with_cp``; timm's ViT ``grad_checkpointing``
-    checkpoints each of its ``blocks``."""
+    checkpoints each of its ``blocks``.
+
+    With the toolbox's checkpointing the recompute runs the block as the backward pass finds the model
+    (the task, ``peft.disabled()``), not as the forward call ran it: an attached method takes those
+    blocks over (:meth:`~mmpeft.peft.attachment.PEFTAttachment.checkpoint_blocks`). Under
+    ``torch.compile`` torch skips ``always_call`` hooks when a compiled call raises, so a failed
+    compiled call may leave grad mode off.
+    """
     names, flags = [], []
     for name, m in model.named_modules():
-        if getattr(m, 'with_cp', False) is True and name:
+        # a transformer block (attention + feed-forward), as layout.find_blocks sees one; a flag on a
+        # stage or a whole network is not a block of its own
+        is_block = isinstance(getattr(m, 'attn', None), nn.Module) and any(
+            isinstance(getattr(m, a, None), nn.Module) for a in ('ffn', 'mlp'))
+        if getattr(m, 'with_cp', False) is True and name and is_block:
             names.append(name)
             flags.append((m, 'with_cp'))
         if getattr(m, 'grad_checkpointing', False) is True and isinstance(getattr(m, 'blocks', None), nn.Module):

@@ -249,6 +249,14 @@ class WindowAttentionExtras:
         return self.proj_drop(self.proj(x))
 
 
+#: the toolboxes' window attentions: ``<Toolbox>WindowMSAWithExtras`` -> (module, class name), so that
+#: a pickled model finds its class in a fresh process (module ``__getattr__`` below builds it)
+TOOLBOX_WINDOW_MSA = {
+    'MmsegWindowMSAWithExtras': ('mmseg.models.backbones.swin', 'WindowMSA'),
+    'MmdetWindowMSAWithExtras': ('mmdet.models.backbones.swin', 'WindowMSA'),
+    'MmpretrainWindowMSAWithExtras': ('mmpretrain.models.utils.attention', 'WindowMSA'),
+}
+
 _WINDOW_ATTRS = ('qkv', 'proj', 'num_heads', 'scale', 'relative_position_bias_table',
                  'relative_position_index', 'softmax', 'attn_drop', 'proj_drop')
 _EXTENDED: Dict[type, type] = {}
@@ -263,6 +271,15 @@ def _extended(cls: type) -> type:
                                                             toolbox_class=cls))
         _EXTENDED[cls] = globals()[name] = sub
     return _EXTENDED[cls]
+
+
+def __getattr__(name: str) -> type:
+    """``mmpeft.peft.layout.MmsegWindowMSAWithExtras`` etc., built on first use (unpickling)."""
+    if name in TOOLBOX_WINDOW_MSA:
+        import importlib
+        module, cls = TOOLBOX_WINDOW_MSA[name]
+        return _extended(getattr(importlib.import_module(module), cls))
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def override_window_attention(w_msa: nn.Module, extra_kv: Optional[Callable] = None,

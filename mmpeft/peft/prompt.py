@@ -124,10 +124,9 @@ class VPT(TaskWiseMethod):
                 peft.hook(blk.name, prompts.insert, pre=True)
                 peft.hook(blk.name, prompts.strip)
         if not blocks[0].windowed and not self.deep:
-            self.checkpointable = False
-            self.not_checkpointable = ('VPT-shallow on a plain ViT carries the prompt states from block to block '
-                                       'beside the sequence, which a recomputed block cannot reproduce; use '
-                                       'VPTDeep, or with_cp=False')
+            self._not_checkpointable = ('VPT-shallow on a plain ViT carries the prompt states from block to block '
+                                        'beside the sequence, which a recomputed block cannot reproduce; use '
+                                        'VPTDeep, or with_cp=False')
             prompts = get_module(backbone, peft.injected[0])
             prompts._first.append(get_module(backbone, blocks[0].name))
             prompts._last.append(get_module(backbone, blocks[-1].name))

@@ -152,12 +152,11 @@ class TaskWiseMethod(PEFTMethod):
                                f'build one method per backbone')
         self._inject(peft)
         peft.install_task_argument()
-        if self.num_tasks > 1:
-            # the toolboxes' with_cp recomputes after the call (and its task) has ended: mmpeft
-            # checkpoints those blocks itself, under the task of each call
-            blocks, _ = toolbox_checkpointed(peft.model)
-            if blocks:
-                peft.checkpoint_blocks(blocks)
+        # the toolboxes' with_cp recomputes after the call has ended, under whatever task / disabled()
+        # state holds then: mmpeft checkpoints those blocks itself, under the state of each call
+        blocks, _ = toolbox_checkpointed(peft.model)
+        if blocks:
+            peft.checkpoint_blocks(blocks)
 
     def _inject(self, peft) -> None:
         raise NotImplementedError

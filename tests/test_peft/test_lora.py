@@ -65,7 +65,7 @@ def test_lora_merge_one_task_of_several():
         merged = copy.deepcopy(peft)
         merged.peft.merge_and_unload(task='parts')
         assert max_diff(outputs(merged, x), want) < 1e-5
-        assert 'forward' not in merged.__dict__ and not hasattr(merged, 'task_conditioned')
+        assert 'peft' not in vars(merged)  # merged and unloaded: the plain backbone
 
 
 def test_lora_norm_variant_counts_and_refuses_merge():

@@ -4,7 +4,7 @@
 
 CONFIG is the training config (a model whose backbone is ``build_peft_backbone(backbone=..., method=...)``),
 CKPT its checkpoint (full, or a delta checkpoint, which mmpeft expands on load). Every PEFT backbone in
-the model is merged (``method.merge``); the result must have exactly the state-dict keys of the same
+the model is merged (``backbone.peft.merge_and_unload``); the result must have exactly the state-dict keys of the same
 model built with the plain backbones (each ``PEFTBackbone`` dict replaced by its inner ``backbone``),
 and loads into it strictly. OUT holds ``meta`` and that ``state_dict``; ``--out-config`` also writes
 the plain config, so ``tools/test.py OUT_CFG OUT`` evaluates the merged model with no mmpeft method.
