@@ -19,16 +19,15 @@ import copy
 import functools
 import glob
 import importlib.util
-import os
 import os.path as osp
 
 import mmengine.config.config
 import mmengine.config.utils
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+from tiny_vtab import write_vtab_task
 
 import mmpeft  # noqa: F401
 
@@ -226,22 +225,6 @@ def test_trainable_count_matches_the_paper(family, method):
             assert abs(BACKBONE_PART[method] / 1e6 - paper) <= 0.03 * paper
     else:
         assert close, f'{family} {method}: {mean:.3f}M vs paper {paper}M'
-
-
-def write_vtab_task(root: str, task: str, num_classes: int, n_train: int, n_test: int) -> None:
-    """A VTAB-1k task folder as the release has it: images/, train800val200.txt, test.txt."""
-    import cv2
-    rng = np.random.default_rng(0)
-    os.makedirs(osp.join(root, task, 'images'))
-    lines = []
-    for i in range(n_train + n_test):
-        rel = f'images/{i:06d}.jpg'
-        cv2.imwrite(osp.join(root, task, rel), rng.integers(0, 256, (40 + i, 56, 3), dtype=np.uint8))
-        lines.append(f'{rel} {i % num_classes}')
-    with open(osp.join(root, task, 'train800val200.txt'), 'w') as f:
-        f.write('\n'.join(lines[:n_train]) + '\n')
-    with open(osp.join(root, task, 'test.txt'), 'w') as f:
-        f.write('\n'.join(lines[n_train:]) + '\n')
 
 
 def test_shrunk_lora_vtab_row_trains_two_iterations(tmp_path):

@@ -21,6 +21,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+from tiny_vtab import write_vtab_task
 
 import mmpeft  # noqa: F401
 from mmpeft.datasets import VTAB1K_TASKS
@@ -243,22 +244,6 @@ def shrink(cfg: Config) -> Config:
     cfg.optim_wrapper.type = 'OptimWrapper'
     cfg.optim_wrapper.pop('loss_scale')
     return cfg
-
-
-def write_vtab_task(root: str, task: str, num_classes: int, n_train: int, n_test: int) -> None:
-    """A VTAB-1k task folder as the release has it: images/, train800val200.txt, test.txt."""
-    import cv2
-    rng = np.random.default_rng(0)
-    os.makedirs(osp.join(root, task, 'images'))
-    lines = []
-    for i in range(n_train + n_test):
-        rel = f'images/{i:06d}.jpg'
-        cv2.imwrite(osp.join(root, task, rel), rng.integers(0, 256, (40 + i, 56, 3), dtype=np.uint8))
-        lines.append(f'{rel} {i % num_classes}')
-    with open(osp.join(root, task, 'train800val200.txt'), 'w') as f:
-        f.write('\n'.join(lines[:n_train]) + '\n')
-    with open(osp.join(root, task, 'test.txt'), 'w') as f:
-        f.write('\n'.join(lines[n_train:]) + '\n')
 
 
 def test_shrunk_vtab_row_trains_two_iterations(tmp_path):
