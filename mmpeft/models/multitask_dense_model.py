@@ -4,11 +4,11 @@ The PASCAL-Context benchmark of the Polyhistor paper: semantic segmentation (21 
 (7), saliency (1 logit) and surface normals (3), with cross-entropy, cross-entropy, balanced binary
 cross-entropy and L1 on L2-normalised normals.
 
-The backbone is either task-conditioned, returning ``{task: features}``: a class made for it
-(``task_conditioned = True``, e.g. :class:`PolyhistorSwin`, called as ``backbone(x, tasks=[...])``) or a
-backbone with T > 1 task-wise PEFT modules (called as ``backbone.peft.forward_tasks(x, tasks)``); or
-shared: called once, its features feeding every head (full fine-tuning, decoders only, single-task
-models).
+The backbone is either task-conditioned: it holds a PEFT method with T > 1 task-wise or
+task-generated modules (task-wise baselines, :class:`PolyhistorSwin`'s Hyperformer / Polyhistor /
+Lite), called as ``backbone.peft.forward_tasks(x, tasks)`` -> ``{task: features}`` (one batched pass
+or one pass per task, as the method runs); or shared: called once, its features feeding every head
+(full fine-tuning, decoders only, single-task models).
 """
 import logging
 from collections import OrderedDict
@@ -103,16 +103,17 @@ class MultiTaskDenseModel(BaseModel):
         self.backbone = MODELS.build(backbone)
         peft = vars(self.backbone).get('peft')
         self.task_wise_peft = peft is not None and peft.num_tasks > 1
-        self.task_conditioned = self.task_wise_peft or bool(getattr(type(self.backbone), 'task_conditioned', False))
+        self.task_conditioned = self.task_wise_peft
         if self.task_wise_peft and peft.switch.tasks is None:
             raise ValueError(f'the backbone\'s PEFT method {peft.method!r} holds {peft.num_tasks} task-wise sets '
                              f'without task names: give the method tasks={list(self.tasks)} (in the backbone '
                              f'config, instead of num_tasks)')
-        if self.task_conditioned:
-            known = peft.tasks if self.task_wise_peft else self.backbone.tasks
+        if peft is not None and peft.switch.tasks is not None:  # a method built for named tasks
+            known = peft.tasks
             missing = [t for t in self.tasks if t not in known]
             if missing:
-                raise KeyError(f'the backbone has no task embedding for {missing} (it knows {known})')
+                raise KeyError(f'the backbone has no task embedding / task-wise set for {missing} (its PEFT '
+                               f'method was built for {known}): add them to the method\'s tasks')
         self.decode_heads = nn.ModuleDict(
             {t: MODELS.build(dict(decode_head, out_channels=outputs[t])) for t in self.tasks})
         self.losses = nn.ModuleDict({t: MODELS.build(loss_cfgs[t]) for t in self.tasks})
@@ -155,8 +156,6 @@ class MultiTaskDenseModel(BaseModel):
         """``{task: multi-scale features}``: one (possibly batched) task-conditioned call, or one shared pass."""
         if self.task_wise_peft:
             return self.backbone.peft.forward_tasks(inputs, list(tasks))
-        if self.task_conditioned:
-            return self.backbone(inputs, tasks=list(tasks))
         feats = self.backbone(inputs)
         return OrderedDict((t, feats) for t in tasks)
 

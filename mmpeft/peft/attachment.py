@@ -322,12 +322,17 @@ class PEFTAttachment:
                 self._check_merged_task(self.switch._index)
             yield
 
-    def forward_tasks(self, x: torch.Tensor, tasks: Optional[Sequence[TaskKey]] = None, **kwargs) -> Dict:
-        """``{task: model(x, task=task)}`` for ``tasks`` (default: all), one pass per task."""
-        out = {}
-        for t in (self.tasks if tasks is None else tasks):
-            out[t] = self.model(x, task=t, **kwargs)
-        return out
+    def forward_tasks(self, x: torch.Tensor, tasks: Optional[Sequence[TaskKey]] = None,
+                      batched: Optional[bool] = None, **kwargs) -> Dict:
+        """``{task: model(x, task=task)}`` for ``tasks`` (default: all): one pass per task, or, for methods
+        that can (task-conditioned adapters, ``batched``), one pass over the images of every task."""
+        tasks = self.tasks if tasks is None else list(tasks)
+        if hasattr(self.method, 'forward_tasks'):
+            return self.method.forward_tasks(self, x, tasks, batched=batched, **kwargs)
+        if batched:
+            raise ValueError(f'{self.method!r} runs one pass per task; batched=True is for task-conditioned '
+                             f'adapters (Hyperformer, Polyhistor, PolyhistorLite)')
+        return {t: self.model(x, task=t, **kwargs) for t in tasks}
 
     # ------------------------------------------------------------------ use
     @contextlib.contextmanager

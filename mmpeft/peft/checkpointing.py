@@ -57,17 +57,20 @@ class _Call:
     """What one checkpointed call needs to run again in the backward pass."""
 
     def __init__(self, module: nn.Module, args: tuple, kwargs: dict, state: Dict[str, Any],
-                 enter: Callable[[Dict[str, Any]], ExitStack]):
+                 enter: Callable[[Dict[str, Any], Sequence[torch.Tensor]], ExitStack],
+                 call_tensors: Sequence[torch.Tensor] = ()):
         self.module, self.args, self.kwargs, self.state, self.enter = module, args, kwargs, state, enter
         self.tensor_pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
-        self.num_inputs = len(self.tensor_pos)
+        self.call_tensors = list(call_tensors)  # tensors the method computed for this call (generated weights)
+        self.num_inputs = len(self.tensor_pos) + len(self.call_tensors)
         self.output: Optional[torch.Tensor] = None
 
     def recompute(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         args = list(self.args)
-        for i, x in zip(self.tensor_pos, inputs):
+        n = len(self.tensor_pos)
+        for i, x in zip(self.tensor_pos, inputs[:n]):
             args[i] = x
-        with self.enter(self.state):
+        with self.enter(self.state, inputs[n:]):
             return self.module(*args, **self.kwargs)
 
 
@@ -109,7 +112,11 @@ class BlockCheckpoint:
                              f'as keyword arguments, which a checkpointed call cannot send one to; pass them '
                              f'positionally, or build without with_cp')
         state = self._capture(args)
-        self._pending.append(_Call(module, args, dict(kwargs), state, self._enter))
+        # a method may compute tensors once per backbone call that the block reads (task-conditioned adapter
+        # weights): they are inputs of the checkpointed call, so their gradients reach the hyper-networks
+        capture = getattr(self.peft.method, 'capture_call', None)
+        state['call'], call_tensors = capture() if capture is not None else (None, [])
+        self._pending.append(_Call(module, args, dict(kwargs), state, self._enter, call_tensors))
         torch.set_grad_enabled(False)  # used as a function: the block's forward keeps no activations
         return None
 
@@ -124,7 +131,7 @@ class BlockCheckpoint:
             raise TypeError(f'with_cp: block {type(module).__name__} returned {type(output).__name__}; mmpeft '
                             f'checkpoints blocks that return one tensor')
         call.output = output
-        inputs = [call.args[i] for i in call.tensor_pos]
+        inputs = [call.args[i] for i in call.tensor_pos] + call.call_tensors
         return _Recompute.apply(call, *inputs, *self._params())
 
     def _capture(self, args: tuple) -> Dict[str, Any]:
@@ -139,9 +146,11 @@ class BlockCheckpoint:
         state['autocast'] = (kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
         return state
 
-    def _enter(self, state: Dict[str, Any]) -> ExitStack:
+    def _enter(self, state: Dict[str, Any], call_tensors: Sequence[torch.Tensor] = ()) -> ExitStack:
         stack = ExitStack()
         stack.enter_context(self.peft.switch.use(state['task']))
+        if state.get('call') is not None:
+            stack.enter_context(self.peft.method.use_call(state['call'], call_tensors))
         devices = [state['device']] if state['device'].type == 'cuda' else []
         stack.enter_context(torch.random.fork_rng(devices=devices))
         torch.set_rng_state(state['cpu_rng'])

@@ -67,6 +67,13 @@ CASES = [
      dict(task='b')),
     ('VPTShallow-mmpretrain_swin', 'mmpretrain_swin', dict(type='VPTShallow', num_tokens=3), {}),
     ('LoRA-mmpretrain_vit', 'mmpretrain_vit', dict(type='LoRA', rank=2), {}),
+    # task-conditioned adapters: weights generated per call by a backbone pre-hook, read by the sites
+    ('Hyperformer-tasks-mmdet_swin', 'mmdet_swin',
+     dict(type='Hyperformer', tasks=TASKS, reduction_ratio=4, embed_dims_task=8), dict(tasks=list(TASKS))),
+    ('Polyhistor-timm_vit', 'timm_vit', dict(type='Polyhistor', tasks=TASKS, reduction_ratio=4, rank=2,
+                                             embed_dims_task=8), dict(task='a')),
+    ('PolyhistorLite-mmpretrain_swin', 'mmpretrain_swin',
+     dict(type='PolyhistorLite', tasks=TASKS, embed_dims_task=8), dict(task='b')),
 ]
 #: (id, backbone, method, forward kwargs, backend): compiled with fullgraph=True (a graph break is an
 #: error naming it) in eval mode, outputs against eager. One inductor check (~15-30 s cold on 2 cores)
@@ -182,7 +189,7 @@ def test_polyhistor_swin_traces_into_one_graph(mode, kwargs):
     model = PolyhistorSwin(**POLYHISTOR_MODES[mode], **POLYHISTOR_TINY)
     model.init_weights()
     model.train()
-    ex, reasons = _explain(model, _images('swin'), **kwargs)
+    ex, reasons = _explain(model.peft.forward_tasks, _images('swin'), **kwargs)
     assert ex.graph_break_count == 0, f'PolyhistorSwin {mode} {kwargs}: {ex.graph_break_count} breaks:\n{reasons}'
     assert ex.graph_count == 1
 
@@ -261,7 +268,7 @@ def test_compiled_polyhistor_swin_matches_eager():
             p.add_(0.1 * torch.randn(p.shape, generator=g))
     x = _images('swin')
     with torch.no_grad():
-        eager = model(x)
-        compiled = torch.compile(model, backend='aot_eager', fullgraph=True)(x)
+        eager = model.peft.forward_tasks(x)
+        compiled = torch.compile(model.peft.forward_tasks, backend='aot_eager', fullgraph=True)(x)
     assert list(compiled) == list(eager) == list(POLYHISTOR_TINY['tasks'])
     _assert_close(compiled, eager)

@@ -1,5 +1,6 @@
 """PolyhistorSwin's adapted Swin block against plain torch (eq. 1: the adapter reads the sub-layer
-output h, and its branch is added to h before the block's residual)."""
+output h, and its branch is added to h before the block's residual). The block is mmseg's own, run
+with the weights a backbone call would have generated for it."""
 import torch
 import torch.nn.functional as F
 
@@ -29,9 +30,22 @@ def test_adapted_block_equals_plain_torch():
     x = torch.randn(2, hw[0] * hw[1], d)
     pa, pf = _params(d, 8, 1), _params(d, 8, 2)
     with torch.no_grad():
-        h = block.attn(block.norm1(x), hw)           # the toolbox's own attention sub-layer
-        x1 = x + h + _branch(h, pa)
-        f = block.ffn(block.norm2(x1), identity=0.0)  # the FFN sub-layer without its residual
+        with model.peft.disabled():                   # the toolbox's own sub-layers, no adapter
+            h = block.attn(block.norm1(x), hw)       # attention sub-layer
+            x1 = x + h + _branch(h, pa)
+            f = block.ffn(block.norm2(x1), identity=0.0)  # the FFN sub-layer without its residual
         expected = x1 + f + _branch(f, pf)
-        got = PolyhistorSwin._block(block, x, hw, pa, pf, groups=1, expanded=False)
+        with model.method.call.using((0,), {'stage2_block1_attn': pa, 'stage2_block1_ffn': pf}):
+            got = block(x, hw)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_site_outside_a_backbone_call_is_named():
+    model = PolyhistorSwin(mode='polyhistor', reduction_ratio=2, rank=1, embed_dims_task=8, **TINY).eval()
+    block = model.stages[0].blocks[0]
+    try:
+        block(torch.randn(1, 256, 16), (16, 16))
+    except RuntimeError as e:
+        assert "'stage0_block0_attn' ran outside a call of its backbone" in str(e)
+    else:
+        raise AssertionError('an adapter site without generated weights must not run as the identity')

@@ -8,7 +8,7 @@ import torch
 from mmseg.models.backbones.swin import SwinTransformer
 
 from mmpeft.backbones import PolyhistorSwin, PretrainedSwin
-from mmpeft.backbones.polyhistor_swin import resolve_rank
+from mmpeft.peft.task_conditioned import resolve_rank
 
 TINY = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), window_size=4, drop_path_rate=0.0)
 TASKS = ('semseg', 'parts', 'sal', 'normals')
@@ -53,11 +53,12 @@ def mode(request):
 def test_output_shapes_per_task(mode):
     model = build(mode)
     x = torch.randn(2, 3, 64, 64)
-    out = model(x)
+    out = model.peft.forward_tasks(x)
     assert list(out) == list(TASKS)
     for feats in out.values():
         assert [tuple(f.shape) for f in feats] == [(2, 16, 16, 16), (2, 32, 8, 8), (2, 64, 4, 4), (2, 128, 2, 2)]
-    assert list(model(x, tasks=['normals', 'semseg'])) == ['normals', 'semseg']
+    assert list(model.peft.forward_tasks(x, ['normals', 'semseg'])) == ['normals', 'semseg']
+    assert [tuple(f.shape) for f in model(x, task='sal')] == [tuple(f.shape) for f in out['sal']]
 
 
 def test_identity_at_init_equals_plain_swin(mode):
@@ -70,7 +71,7 @@ def test_identity_at_init_equals_plain_swin(mode):
     model.eval(), swin.eval()
     x = torch.randn(2, 3, 64, 64)
     ref = swin(x)
-    for feats in model(x).values():
+    for feats in model.peft.forward_tasks(x).values():
         for f, r in zip(feats, ref):
             torch.testing.assert_close(f, r, rtol=0, atol=1e-5)
 
@@ -78,7 +79,7 @@ def test_identity_at_init_equals_plain_swin(mode):
 def test_frozen_state_dict_keys_are_mmseg_swin_keys(mode):
     model = build(mode)
     swin_keys = set(SwinTransformer(**TINY).state_dict())
-    own = {k for k in model.state_dict() if not PolyhistorSwin._added_keys.match(k)}
+    own = {k for k in model.state_dict() if not model.peft.added_keys.match(k)}
     assert own == swin_keys
 
 
@@ -86,7 +87,7 @@ def test_gradients_only_on_declared_set(mode):
     model = build(mode)
     randomize_zero_init(model)
     model.train()
-    out = model(torch.randn(2, 3, 64, 64))
+    out = model.peft.forward_tasks(torch.randn(2, 3, 64, 64))
     sum(f.square().mean() for feats in out.values() for f in feats).backward()
     declared = re.compile(f'({DECLARED[mode]})|({SWIN_NORM})')
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -109,7 +110,7 @@ def test_task_embeddings_give_different_outputs(mode):
     model = build(mode)
     randomize_zero_init(model)
     model.eval()
-    out = model(torch.randn(1, 3, 64, 64))
+    out = model.peft.forward_tasks(torch.randn(1, 3, 64, 64))
     for a in TASKS:
         for b in TASKS:
             if a < b:
@@ -117,7 +118,7 @@ def test_task_embeddings_give_different_outputs(mode):
     if mode != 'polyhistor_lite':  # only the task embedding distinguishes tasks in these modes
         with torch.no_grad():
             model.task_embeds[1] = model.task_embeds[0]
-        same = model(torch.randn(1, 3, 64, 64), tasks=['semseg', 'parts'])
+        same = model.peft.forward_tasks(torch.randn(1, 3, 64, 64), ['semseg', 'parts'])
         torch.testing.assert_close(same['semseg'][-1], same['parts'][-1])
 
 
@@ -127,8 +128,8 @@ def test_batched_equals_per_task_passes(mode, tasks):
     randomize_zero_init(model)
     model.eval()
     x = torch.randn(2, 3, 64, 64)
-    batched = model(x, tasks=tasks, batched=True)
-    sequential = model(x, tasks=tasks, batched=False)
+    batched = model.peft.forward_tasks(x, tasks, batched=True)
+    sequential = model.peft.forward_tasks(x, tasks, batched=False)
     assert list(batched) == list(sequential)
     for t in batched:
         for f, g in zip(batched[t], sequential[t]):
@@ -140,7 +141,7 @@ def test_batched_equals_per_task_passes(mode, tasks):
     grads = []
     for b in (True, False):
         model.zero_grad()
-        out = model(x, tasks=tasks, batched=b)
+        out = model.peft.forward_tasks(x, tasks, batched=b)
         sum((f * w).sum() for t in out for f, w in zip(out[t], readout[t])).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
@@ -154,7 +155,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         model = build('polyhistor', with_cp=with_cp)
         randomize_zero_init(model)
         model.eval()
-        out = model(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), tasks=['sal', 'parts'])
+        out = model.peft.forward_tasks(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)),
+                                      ['sal', 'parts'])
         sum(f.square().mean() for feats in out.values() for f in feats).backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
     for n in grads[0]:
@@ -166,13 +168,16 @@ def test_number_of_backbone_passes(mode):
     calls = []
     model.patch_embed.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     x = torch.randn(2, 3, 64, 64)
-    model(x, tasks=['sal'])
+    model(x, task='sal')
     assert calls == [2]  # single task: one plain pass
     calls.clear()
-    model(x, batched=True)
-    assert calls == [2]  # all tasks: one pass; tokens shared until the first adapter
+    model.peft.forward_tasks(x, ['sal'])
+    assert calls == [2]
     calls.clear()
-    model(x, batched=False)
+    model.peft.forward_tasks(x, batched=True)
+    assert calls == [8]  # all tasks: one pass over the T*B images, task-major
+    calls.clear()
+    model.peft.forward_tasks(x, batched=False)
     assert calls == [2, 2, 2, 2]
 
 
@@ -181,14 +186,14 @@ def test_frozen_drop_path_is_off_in_training(mode):
     randomize_zero_init(model)
     model.train()
     x = torch.randn(1, 3, 64, 64)
-    torch.testing.assert_close(model(x, tasks=['sal'])['sal'][-1], model(x, tasks=['sal'])['sal'][-1])
+    torch.testing.assert_close(model(x, task='sal')[-1], model(x, task='sal')[-1])
 
 
 def test_lite_scales_and_shared_hypernet():
     model = build('polyhistor_lite')
-    assert model.scales == (1, 2, 4, 8)
+    assert model.method.resolved_scales == (1, 2, 4, 8)
     assert model.template_hypernet.d == 16 and model.template_hypernet.n == 8 and model.template_hypernet.r == 2
-    params = model.adapter_params(torch.tensor([0]))
+    params = model.method.adapter_params(model, torch.tensor([0]))
     assert params['stage3_block0_ffn'].w_down.shape == (1, 128, 64)  # (d1 s) x (n1 s), s = 8
     assert model.adapters['stage2_block1_attn'].scaling_kernels.shape == (4, 4, 4, 4)  # T x s x s x s
 
@@ -206,11 +211,15 @@ def test_rank_resolution():
 def test_bad_input_is_named():
     model = build('polyhistor')
     with pytest.raises(KeyError, match="unknown task.*'depth'"):
-        model(torch.randn(1, 3, 64, 64), tasks=['semseg', 'depth'])
+        model.peft.forward_tasks(torch.randn(1, 3, 64, 64), ['semseg', 'depth'])
     with pytest.raises(ValueError, match='distinct'):
-        model(torch.randn(1, 3, 64, 64), tasks=['sal', 'sal'])
+        model.peft.forward_tasks(torch.randn(1, 3, 64, 64), ['sal', 'sal'])
     with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
-        model(torch.randn(3, 64, 64))
+        model(torch.randn(3, 64, 64), task='sal')
+    with pytest.raises(RuntimeError, match=r'task=\.\.\.\) or backbone.peft.forward_tasks'):
+        model(torch.randn(1, 3, 64, 64))  # four tasks: which one?
+    with pytest.raises(TypeError, match='forward_tasks'):
+        model(torch.randn(1, 3, 64, 64), tasks=['sal'])
     with pytest.raises(ValueError, match="mode must be one of.*'polyhistor_tiny'"):
         PolyhistorSwin(mode='polyhistor_tiny', **TINY)
     with pytest.raises(ValueError, match='rank must be None'):
@@ -287,7 +296,7 @@ def test_pretrained_checkpoint_loads_as_users_have_it(tmp_path, source_swin, lay
         for i in range(4):
             getattr(source_swin, f'norm{i}').reset_parameters()
         ref = source_swin(x)
-    for f, r in zip(model(x, tasks=['sal'])['sal'], ref):
+    for f, r in zip(model(x, task='sal'), ref):
         torch.testing.assert_close(f, r, rtol=0, atol=1e-5)
 
 

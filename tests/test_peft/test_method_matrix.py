@@ -41,7 +41,12 @@ SETTINGS: Dict[str, dict] = dict(
     SharedAdapter=dict(reduction_ratio=4), AdaptFormer=dict(hidden_dims=8), PHMLayer=dict(phm_dim=4),
     Compacter=dict(phm_dim=4), CompacterPlusPlus=dict(phm_dim=4), VPT=dict(num_tokens=3),
     VPTDeep=dict(num_tokens=3), VPTShallow=dict(num_tokens=3), SSF=dict(init_std=0.),
-    BitFit=dict(), RelativePositionBias=dict())
+    BitFit=dict(), RelativePositionBias=dict(),
+    # task-conditioned adapters; the backbone's norms (trained by default, shared by the tasks) left frozen
+    # here, so what trains is exactly what the method injected
+    Hyperformer=dict(reduction_ratio=4, embed_dims_task=8, train_backbone_norms=False),
+    Polyhistor=dict(reduction_ratio=4, rank=1, embed_dims_task=8, train_backbone_norms=False),
+    PolyhistorLite=dict(embed_dims_task=8, train_backbone_norms=False))
 SELECTION = ('FullFinetune', 'FrozenBackbone', 'LNTuning')
 NOT_IDENTITY = ('VPT', 'VPTDeep', 'VPTShallow')  # prompts change the attention by design
 MERGEABLE = ('LoRA', 'SSF')
@@ -149,11 +154,12 @@ def test_method_on_family(family, name, cfg, num_tasks):
     plain_keys, keys = set(plain.state_dict()), set(peft.state_dict())
     assert plain_keys <= keys
     prefixes = tuple(n + '.' for n in peft.peft.injected)
-    assert all(k.startswith(prefixes) for k in keys - plain_keys)
+    injected = set(peft.peft.injected)  # modules (their keys below them) or parameters (the key itself)
+    assert all(k.startswith(prefixes) or k in injected for k in keys - plain_keys)
 
     # what trains is exactly what the method injected (or, for selection methods, what it selects)
     if peft.peft.injected:
-        under = {n for n, _ in peft.named_parameters() if n.startswith(prefixes)}
+        under = {n for n, _ in peft.named_parameters() if n.startswith(prefixes) or n in injected}
         assert set(trainable(peft)) == under
 
     with torch.no_grad():
@@ -220,7 +226,9 @@ def test_method_on_family(family, name, cfg, num_tasks):
 
         # detach: the plain backbone again, bit for bit; attach again: the same outputs as before
         requires = {n: p.requires_grad for n, p in plain.named_parameters()}
-        injected = [peft.get_submodule(n) for n in peft.peft.injected]
+        params = dict(peft.named_parameters())
+        injected = [[params[n]] if n in params else list(peft.get_submodule(n).parameters())
+                    for n in peft.peft.injected]
         state = peft.state_dict()
         frozen_now = plain_copy(family, peft)  # merge / unmerge moved the frozen weights by rounding
         peft.peft.detach()
@@ -230,8 +238,8 @@ def test_method_on_family(family, name, cfg, num_tasks):
         assert all(torch.equal(v, state[k]) for k, v in peft.state_dict().items())
         assert {n: p.requires_grad for n, p in peft.named_parameters()} == requires
         assert max_diff(run(peft, x), run(frozen_now, x)) == 0
-        for m in injected:  # detached modules no longer act
-            for p in m.parameters():
+        for group in injected:  # detached modules / parameters no longer act
+            for p in group:
                 p.add_(1.0)
         assert max_diff(run(peft, x), run(frozen_now, x)) == 0
 
