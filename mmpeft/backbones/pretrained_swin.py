@@ -11,13 +11,33 @@ from mmseg.models.backbones.swin import SwinTransformer
 from torch import Tensor
 
 from ..registry import MODELS
-from ..utils.checkpoint_io import unwrap_checkpoint
+from ..utils.checkpoint_io import describe_key_groups, is_moby_state_dict, split_moby_state_dict, unwrap_checkpoint
 
 # keys of classification checkpoints that a dense backbone does not use (classifier, its final norm) and
 # buffers the model derives from its window size
 _IGNORED_CKPT_KEYS = re.compile(r'^(head\.|norm\.(weight|bias)$)|(relative_position_index|attn_mask)$')
 # keys a classification checkpoint does not have: per-stage output norms (identity-initialised, as mmseg)
 _NEW_SWIN_KEYS = re.compile(r'^norm\d+\.|relative_position_index$')
+#: values of ``init_cfg``'s ``layout``: ``'auto'`` recognises MoBY files (``encoder.*`` beside ``encoder_k.*``)
+CHECKPOINT_LAYOUTS = ('auto', 'moby')
+
+
+def check_layout(layout, owner: str) -> str:
+    """``layout`` if it is one of :data:`CHECKPOINT_LAYOUTS` (None means ``'auto'``), else a ValueError."""
+    layout = 'auto' if layout is None else layout
+    if layout not in CHECKPOINT_LAYOUTS:
+        raise ValueError(f"{owner}: init_cfg layout={layout!r} is not one of {CHECKPOINT_LAYOUTS}: 'auto' "
+                         "(default) loads official / toolbox Swin files and recognises MoBY's; 'moby' requires "
+                         "a MoBY file (query encoder under 'encoder.')")
+    return layout
+
+
+def _mmseg_to_official_key(key: str) -> str:
+    """The official layout's name of an mmseg Swin key (for messages only)."""
+    for a, b in (('patch_embed.projection.', 'patch_embed.proj.'), ('.attn.w_msa.', '.attn.'),
+                 ('.ffn.layers.0.0.', '.mlp.fc1.'), ('.ffn.layers.1.', '.mlp.fc2.')):
+        key = key.replace(a, b)
+    return re.sub(r'^stages\.', 'layers.', key)
 
 
 def _official_to_mmseg(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -33,7 +53,12 @@ class PretrainedSwin(SwinTransformer):
     ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` accepts the official checkpoints
     (``swin_tiny_patch4_window7_224.pth``, weights under ``model``, ``layers.*`` layout, converted on
     load), mmseg-layout ones (``stages.*``, e.g. converted by mmseg's ``swin2mmseg.py``, optionally
-    under ``backbone.``) and full segmentor checkpoints (only ``backbone.*`` is taken). Relative
+    under ``backbone.``), full segmentor checkpoints (only ``backbone.*`` is taken) and MoBY's
+    self-supervised checkpoints (``moby_swin_t_300ep_pretrained.pth``: the query encoder ``encoder.*``
+    in the official layout is loaded; the key encoder ``encoder_k.*``, ``projector.*``,
+    ``projector_k.*``, ``predictor.*`` and the queues are left out and listed in one log line).
+    MoBY files are recognised by ``encoder.*`` keys beside ``encoder_k.*``; ``init_cfg``'s
+    ``layout='moby'`` requires one (an error if no ``encoder.*`` key exists). Relative
     position bias tables are resized bicubically for another window size. Unlike mmseg
     (``strict=False``), a backbone weight missing from the checkpoint or a checkpoint weight the backbone
     lacks raises ``KeyError``; only the classifier (``head.*``, final ``norm.*``), derived buffers and
@@ -79,13 +104,26 @@ class PretrainedSwin(SwinTransformer):
         checkpoint = self.init_cfg.get('checkpoint')
         if not checkpoint:
             raise ValueError(f'{type(self).__name__}: init_cfg of type Pretrained needs a checkpoint')
-        self.load_pretrained(checkpoint)
+        self.load_pretrained(checkpoint, layout=check_layout(self.init_cfg.get('layout'), type(self).__name__))
 
-    def load_pretrained(self, checkpoint: str) -> None:
-        """Load ``checkpoint`` into the Swin weights (see the class docstring for layouts and checks)."""
+    def load_pretrained(self, checkpoint: str, layout: str = 'auto') -> None:
+        """Load ``checkpoint`` into the Swin weights (see the class docstring for layouts and checks).
+
+        Args:
+            checkpoint: path of the file.
+            layout: ``'auto'`` (official, toolbox or MoBY files, recognised by their keys) or ``'moby'``.
+        """
+        layout = check_layout(layout, type(self).__name__)
         ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu', logger=None)
         sd, _, _ = unwrap_checkpoint(ckpt, checkpoint)  # module. / backbone. prefixes, container
-        if any(k.startswith('layers.') for k in sd):
+        moby = layout == 'moby' or is_moby_state_dict(sd)
+        if moby:
+            sd, left_out = split_moby_state_dict(sd, checkpoint)
+            print_log(f'{type(self).__name__}: {checkpoint} is a MoBY checkpoint: loading its query encoder '
+                      f"('encoder.*', {len(sd)} tensors); left out: {describe_key_groups(left_out)}",
+                      logger='current')
+        official = any(k.startswith('layers.') for k in sd)
+        if official:
             sd = _official_to_mmseg(sd)
         sd = OrderedDict((k, v) for k, v in sd.items() if not _IGNORED_CKPT_KEYS.search(k))
         own = self.state_dict()
@@ -96,11 +134,19 @@ class PretrainedSwin(SwinTransformer):
                  if rx is not None]  # the class's own new modules, and those a PEFT method attached
         missing = [k for k in missing if not _NEW_SWIN_KEYS.search(k) and not any(rx.match(k) for rx in added)]
         if missing or unexpected:
+            in_file = ''
+            if missing and official:  # the names the file would have used
+                named = [('encoder.' if moby else '') + _mmseg_to_official_key(k) for k in missing[:8]]
+                in_file = f' (in the file\'s layout: {named}{" ..." if len(missing) > 8 else ""})'
             raise KeyError(f'{checkpoint} does not fit {type(self).__name__}: '
-                           f'missing {missing[:8]}{" ..." if len(missing) > 8 else ""} ({len(missing)}), '
+                           f'missing {missing[:8]}{" ..." if len(missing) > 8 else ""} ({len(missing)}){in_file}, '
                            f'unexpected {unexpected[:8]}{" ..." if len(unexpected) > 8 else ""} '
-                           f'({len(unexpected)}). Check embed_dims / depths / num_heads against the checkpoint')
-        print_log(f'{type(self).__name__}: loaded {len(sd)} tensors from {checkpoint}', logger='current')
+                           f'({len(unexpected)}). Check embed_dims / depths / num_heads against the checkpoint'
+                           + ('' if moby or not any(k.startswith('encoder.') for k in unexpected) else
+                              "; for a MoBY file whose query encoder is under 'encoder.' set init_cfg "
+                              "layout='moby'"))
+        print_log(f'{type(self).__name__}: loaded {len(sd)} tensors from {checkpoint}'
+                  + (' (MoBY query encoder)' if moby else ''), logger='current')
 
 
 def _resize_bias_table(table: Tensor, shape: torch.Size, key: str) -> Tensor:

@@ -240,3 +240,67 @@ def unwrap_checkpoint(ckpt: dict, source: str = 'checkpoint', prefix: Optional[s
             raise KeyError(f'{source} has no keys starting with prefix {prefix!r} '
                            f'(keys: {_sample(dropped)})')
     return state, container, dropped
+
+
+# ---------------------------------------------------------------------- MoBY (self-supervised Swin) checkpoints
+#: MoBY's training model (Transformer-SSL ``models/moby.py``) beside its query encoder ``encoder.``: the
+#: momentum key encoder, the projector / predictor MLPs and the negative-key queues with their pointer
+MOBY_ENCODER_PREFIX = 'encoder.'
+MOBY_TRAINING_GROUPS = ('encoder_k', 'projector', 'projector_k', 'predictor')
+_MOBY_QUEUE = re.compile(r'^queue\w*$')  # queue1, queue2, queue_ptr: top-level buffers, no dot
+
+
+def is_moby_state_dict(state: Mapping[str, Any]) -> bool:
+    """Whether ``state`` is a MoBY training model's: query encoder ``encoder.*`` beside ``encoder_k.*``."""
+    return (any(k.startswith(MOBY_ENCODER_PREFIX) for k in state)
+            and any(k.startswith('encoder_k.') for k in state))
+
+
+def _moby_group(key: str) -> str:
+    return key if '.' not in key else key.split('.', 1)[0]
+
+
+def split_moby_state_dict(state: Mapping[str, torch.Tensor], source: str = 'checkpoint'
+                          ) -> Tuple['OrderedDict[str, torch.Tensor]', 'OrderedDict[str, int]']:
+    """The query encoder of a MoBY checkpoint, and what was left out.
+
+    Args:
+        state: the tensors under the checkpoint's ``model`` key (``module.`` already stripped):
+            ``encoder.*`` (official Swin layout, ``encoder.layers.*`` ...), ``encoder_k.*``,
+            ``projector.*``, ``projector_k.*``, ``predictor.*``, ``queue1`` / ``queue2`` / ``queue_ptr``.
+        source: the file, for messages.
+
+    Returns:
+        ``(encoder, left_out)``: the ``encoder.*`` tensors with the prefix removed, and per left-out
+        group (``encoder_k``, ``projector``, ``queue1`` ...) its number of tensors, in file order.
+
+    Raises:
+        KeyError: no ``encoder.*`` key (names the file's groups), or a group that is neither the query
+        encoder nor one of MoBY's training parts (it would be dropped silently; names it).
+    """
+    encoder: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+    left: 'OrderedDict[str, int]' = OrderedDict()
+    for k, v in state.items():
+        if k.startswith(MOBY_ENCODER_PREFIX):
+            encoder[k[len(MOBY_ENCODER_PREFIX):]] = v
+        else:
+            group = _moby_group(k)
+            left[group] = left.get(group, 0) + 1
+    if not encoder:
+        raise KeyError(f'{source}: the MoBY layout was asked for, but no key starts with '
+                       f'{MOBY_ENCODER_PREFIX!r} (the query encoder); its key groups are '
+                       f'{describe_key_groups(left)}. Give the MoBY checkpoint (e.g. '
+                       f"moby_swin_t_300ep_pretrained.pth), or drop layout='moby' for an official or toolbox Swin file")
+    unknown = [g for g in left if g not in MOBY_TRAINING_GROUPS and not _MOBY_QUEUE.match(g)]
+    if unknown:
+        raise KeyError(f'{source}: MoBY checkpoint with key groups that are neither the query encoder '
+                       f'({MOBY_ENCODER_PREFIX!r}) nor MoBY training parts {MOBY_TRAINING_GROUPS + ("queue*",)}: '
+                       f'{describe_key_groups(OrderedDict((g, left[g]) for g in unknown))}. They would be '
+                       'dropped silently: if they belong to the backbone, rename them under '
+                       f'{MOBY_ENCODER_PREFIX!r}; if not, delete them from the file\'s "model" dict')
+    return encoder, left
+
+
+def describe_key_groups(groups: Mapping[str, int]) -> str:
+    """``'encoder_k (172), projector (9)'``: key groups and their tensor counts, for log lines."""
+    return ', '.join(f'{g} ({n})' for g, n in groups.items()) or 'none'
