@@ -1,0 +1,11 @@
+# HST paper comparison row "VPT-deep" (Table 4, ViT-B, ATSS 3x+MS, COCO): #Param 16.1M trainable, 35.4 AP^b.
+# VPT-deep: 64 new prompt tokens at every block (token insertion; the HST appendix's VPT uses 64).
+# Model, data, schedule and optimiser: ./_base_/peft_atss_vit-b_3x-ms_coco.py
+_base_ = ['./_base_/peft_atss_vit-b_3x-ms_coco.py']
+
+model = dict(backbone=dict(method=dict(type='VPTDeep', num_tokens=64)))
+
+custom_hooks = [
+    dict(type='TrainableParamsHook', expect_trainable=[r'backbone\.fpn[12]\.', r'backbone\.vit\..*\.vpt\.'],
+         expect_frozen=[r'backbone\.vit\.blocks\.\d+\.(attn\.qkv|mlp\.fc1)\.weight$']),
+]
