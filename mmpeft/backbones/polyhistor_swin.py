@@ -24,7 +24,8 @@ from ..registry import MODELS, PEFT_METHODS
 from .pretrained_swin import PretrainedSwin
 
 #: ``mode`` -> the registered method
-METHODS = dict(hyperformer='Hyperformer', polyhistor='Polyhistor', polyhistor_lite='PolyhistorLite')
+METHODS = dict(hyperformer='Hyperformer', polyhistor='Polyhistor', polyhistor_lite='PolyhistorLite',
+               task_adapters='TaskAdapters')  # the last: exported plain per-task adapters
 MODES = tuple(METHODS)
 DEFAULT_TASKS = ('semseg', 'parts', 'sal', 'normals')
 
@@ -34,7 +35,8 @@ class PolyhistorSwin(PretrainedSwin):
     """Frozen mmseg Swin + task-conditioned adapters (Hyperformer, Polyhistor, Polyhistor-Lite).
 
     Args:
-        mode: ``'polyhistor'``, ``'polyhistor_lite'`` or ``'hyperformer'``.
+        mode: ``'polyhistor'``, ``'polyhistor_lite'`` or ``'hyperformer'``; ``'task_adapters'``: plain
+            per-task adapters, what ``tools/model_converters/export_task_adapters.py`` exports them to.
         tasks: names of the ``T`` tasks (one task embedding each), default the four PASCAL-Context tasks.
         reduction_ratio, rank, embed_dims_task, factorization, positions, batched, train_backbone_norms,
             frozen_eval: the method's arguments (rho, r, k ...; see

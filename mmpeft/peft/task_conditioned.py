@@ -72,6 +72,8 @@ MODE_DEFAULTS = {
     'hyperformer': dict(reduction_ratio=8, rank=None, embed_dims_task=64, factorization=None),
     'polyhistor': dict(reduction_ratio=16, rank='n/4', embed_dims_task=64, factorization='joint'),
     'polyhistor_lite': dict(reduction_ratio=2, rank='n/4', embed_dims_task=64, factorization='per_projection'),
+    # plain per-task adapters (exported generated weights): no rank, no task embedding
+    'task_adapters': dict(reduction_ratio=8, rank=None, embed_dims_task=64, factorization=None),
 }
 
 
@@ -209,6 +211,24 @@ class LiteSite(LiteAdapterSite, AdapterSite):
         return self(model.task_embeds.index_select(0, index), index, model.template_hypernet)
 
 
+class PlainSite(AdapterSite):
+    """One adapter with stored per-task weights (no hyper-network): ``w_down (T, d, n)``, ``b_down (T, n)``,
+    ``w_up (T, n, d)``, ``b_up (T, d)``, ``gamma (T, d)``, ``beta (T, d)``, zero at initialisation (the
+    branch is zero: identity)."""
+
+    def __init__(self, num_tasks: int, d: int, n: int):
+        super().__init__()
+        self.d, self.n = d, n
+        for name, shape in zip(AdapterParams._fields, [(d, n), (n,), (n, d), (d,), (d,), (d,)]):
+            self.register_parameter(name, nn.Parameter(torch.zeros(num_tasks, *shape)))
+
+    def params_for(self, model: nn.Module, index: Tensor) -> AdapterParams:
+        return AdapterParams(*(getattr(self, f).index_select(0, index) for f in AdapterParams._fields))
+
+    def extra_repr(self) -> str:
+        return f'num_tasks={self.w_down.shape[0]}, d={self.d}, n={self.n}'
+
+
 class TaskConditionedAdapters(TaskWiseMethod):
     """Base of :class:`Hyperformer`, :class:`Polyhistor`, :class:`PolyhistorLite` (see the module docstring).
 
@@ -241,8 +261,8 @@ class TaskConditionedAdapters(TaskWiseMethod):
         bad_pos = [p for p in positions if p not in POSITIONS]
         if bad_pos or not positions:
             raise ValueError(f'{name}: positions must be a non-empty subset of {POSITIONS}, got {tuple(positions)!r}')
-        if self.mode == 'hyperformer' and rank is not None:
-            raise ValueError(f'{name}: Hyperformer generates full adapter weights; rank must be None')
+        if self.mode in ('hyperformer', 'task_adapters') and rank is not None:
+            raise ValueError(f'{name}: {name} has full adapter weights; rank must be None')
         self.reduction_ratio = whole(
             name, 'reduction_ratio', defaults['reduction_ratio'] if reduction_ratio is None else reduction_ratio,
             'a whole number >= 1 dividing the adapter input sizes (n = d / rho), e.g. 1, 2, 4, 8, 16')
@@ -273,17 +293,20 @@ class TaskConditionedAdapters(TaskWiseMethod):
     def _make_sites(self, peft, blocks) -> nn.ModuleDict:
         raise NotImplementedError
 
+    def _shared(self) -> Dict[str, Union[nn.Module, nn.Parameter]]:
+        """What the sites share, added at the backbone's root: the task embeddings ``V_t`` ``(T, k)``."""
+        return {'task_embeds': nn.Parameter(torch.randn(self.num_tasks, self.embed_dims_task))}
+
     def _inject(self, peft) -> None:
         blocks = find_blocks(peft.model)
-        k = self.embed_dims_task
-        embed = k // 2 if self.mode == 'polyhistor_lite' else k
         sites = self._make_sites(peft, blocks)
-        # V_t; registered first, so the backbone's parameter order is task embeddings, sites, template
-        peft.add('', 'task_embeds', nn.Parameter(torch.randn(self.num_tasks, embed)))
+        shared = self._shared()
+        # registered in this order: task embeddings, sites, template (the keys PolyhistorSwin always had)
+        for name in [n for n in shared if n == 'task_embeds']:
+            peft.add('', name, shared.pop(name))
         peft.add('', 'adapters', sites)
-        if self.mode == 'polyhistor_lite':
-            peft.add('', 'template_hypernet', self._template)
-            del self._template
+        for name, value in shared.items():
+            peft.add('', name, value)
         for blk in blocks:
             for pos in self.positions:
                 site = sites[site_name(blk.name, pos)]
@@ -321,8 +344,8 @@ class TaskConditionedAdapters(TaskWiseMethod):
             call.cache.clear()  # an optimizer step may follow
             params: Dict[str, AdapterParams] = {}
         else:
-            embeds = model.task_embeds
-            key = (tasks, _GENERATION[0], embeds.device, embeds.dtype)
+            ref = next(model.adapters.parameters())
+            key = (tasks, _GENERATION[0], ref.device, ref.dtype)
             if key not in call.cache:
                 call.cache = {k: v for k, v in call.cache.items() if k[1] == key[1]}  # older generations: stale
                 call.cache[key] = {}
@@ -481,3 +504,67 @@ class PolyhistorLite(TaskConditionedAdapters):
         self._template = DecomposedHyperNetwork(k, d1, n1, resolve_rank(self.rank, n1), self.factorization)
         return nn.ModuleDict({site_name(b.name, pos): LiteSite(self.num_tasks, k, d1, n1, s)
                               for b, s in zip(blocks, scales) for pos in self.positions})
+
+    def _shared(self) -> Dict[str, Union[nn.Module, nn.Parameter]]:
+        """Task embeddings ``V~_t`` ``(T, k/2)`` and the Template Kernels' hyper-network pair (eq. 5)."""
+        template, self._template = self._template, None
+        return {'task_embeds': nn.Parameter(torch.randn(self.num_tasks, self.embed_dims_task // 2)),
+                'template_hypernet': template}
+
+
+@PEFT_METHODS.register_module()
+class TaskAdapters(TaskConditionedAdapters):
+    """Plain per-task adapters at the sites of the task-conditioned methods: what
+    :func:`export_task_adapters` turns a trained Hyperformer / Polyhistor / PolyhistorLite into (its
+    generated weights stored per task), a model with no hyper-network and the same outputs. Trained from
+    scratch it is the task-wise adapter of Hyperformer's form (zero-initialised: the identity at start).
+
+    Args:
+        reduction_ratio: rho = d / n at every site (for an exported Lite, the template's rho: its sites have
+            ``n = n1 s = d / rho``).
+        **kwargs: ``tasks`` / ``num_tasks``, ``positions``, ``batched``, ``train_backbone_norms``,
+            ``frozen_eval`` (see :class:`TaskConditionedAdapters`).
+    """
+
+    mode = 'task_adapters'
+
+    def _make_sites(self, peft, blocks) -> nn.ModuleDict:
+        widths = [b.dims for b in blocks]
+        return nn.ModuleDict({site_name(b.name, pos): PlainSite(self.num_tasks, b.dims, self.bottleneck(b.dims, widths))
+                              for b in blocks for pos in self.positions})
+
+    def _shared(self) -> Dict[str, Union[nn.Module, nn.Parameter]]:
+        return {}
+
+
+@torch.no_grad()
+def export_task_adapters(backbone: nn.Module) -> Tuple[dict, Dict[str, Tensor]]:
+    """A trained task-conditioned backbone as plain per-task adapters.
+
+    Returns:
+        ``(method_cfg, state)``: the :class:`TaskAdapters` config that replaces the backbone's method, and
+        the backbone's state dict for it: the frozen and shared tensors as they are, the hyper-networks and
+        task embeddings replaced by ``adapters.<site>.{w_down, b_down, w_up, b_up, gamma, beta}``, the
+        weights they generate for every task.
+    """
+    peft = vars(backbone).get('peft')
+    method = getattr(peft, 'method', None)
+    if not isinstance(method, TaskConditionedAdapters) or isinstance(method, TaskAdapters):
+        raise ValueError(f'{type(backbone).__name__} holds no hyper-network method to export (its PEFT method is '
+                         f'{method!r}); export_task_adapters takes Hyperformer, Polyhistor or PolyhistorLite')
+    index = torch.arange(method.num_tasks, device=next(backbone.adapters.parameters()).device)
+    params = method.adapter_params(backbone, index)
+    generated = {n for n in peft.injected}
+    state = {k: v for k, v in backbone.state_dict().items()
+             if not any(k == g or k.startswith(g + '.') for g in generated)}
+    for site, p in params.items():
+        for field, t in zip(AdapterParams._fields, p):
+            state[f'adapters.{site}.{field}'] = t.detach().clone()
+    cfg = dict(type='TaskAdapters', reduction_ratio=method.reduction_ratio, positions=list(method.positions),
+               batched=method.batched, train_backbone_norms=method.train_backbone_norms,
+               frozen_eval=method.frozen_eval)
+    if method.switch.tasks is not None:
+        cfg['tasks'] = list(method.switch.tasks)
+    else:
+        cfg['num_tasks'] = method.num_tasks
+    return cfg, state

@@ -46,7 +46,8 @@ SETTINGS: Dict[str, dict] = dict(
     # here, so what trains is exactly what the method injected
     Hyperformer=dict(reduction_ratio=4, embed_dims_task=8, train_backbone_norms=False),
     Polyhistor=dict(reduction_ratio=4, rank=1, embed_dims_task=8, train_backbone_norms=False),
-    PolyhistorLite=dict(embed_dims_task=8, train_backbone_norms=False))
+    PolyhistorLite=dict(embed_dims_task=8, train_backbone_norms=False),
+    TaskAdapters=dict(reduction_ratio=4, train_backbone_norms=False))
 SELECTION = ('FullFinetune', 'FrozenBackbone', 'LNTuning')
 NOT_IDENTITY = ('VPT', 'VPTDeep', 'VPTShallow')  # prompts change the attention by design
 MERGEABLE = ('LoRA', 'SSF')

@@ -13,7 +13,7 @@ model, or ``mmpeft.utils.adapter_io.load_adapter(model, OUT_DIR)``.
 import argparse
 import os.path as osp
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
@@ -27,6 +27,13 @@ from mmpeft.utils.delta import DELTA_KEY, expand_delta_checkpoint, is_delta_chec
 
 def export(config: str, checkpoint: str, out_dir: str, cfg_options: Optional[dict] = None) -> dict:
     """Build the model of ``config``, load ``checkpoint`` strictly, write the adapter; returns its config."""
+    cfg, model, extra = load_trained(config, checkpoint, cfg_options)
+    return export_adapter(model, out_dir, cfg, extra_keys=extra)
+
+
+def load_trained(config: str, checkpoint: str, cfg_options: Optional[dict] = None) -> Tuple[Config, object, List[str]]:
+    """``(cfg, model, buffers a delta checkpoint records as changed)``: the model of ``config`` with
+    ``checkpoint`` (full or delta) loaded strictly."""
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -44,7 +51,7 @@ def export(config: str, checkpoint: str, out_dir: str, cfg_options: Optional[dic
             f'checkpoint {checkpoint} does not fit the model of {config}: missing keys '
             f'{sorted(missing)[:10]}, unexpected keys {sorted(unexpected)[:10]}. Give the config it was '
             f'trained with')
-    return export_adapter(model, out_dir, cfg, extra_keys=extra)
+    return cfg, model, extra
 
 
 def build_parser() -> argparse.ArgumentParser:
