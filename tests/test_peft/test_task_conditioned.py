@@ -10,8 +10,14 @@ import torch
 import mmpeft  # noqa: F401
 from mmpeft.backbones import PolyhistorSwin, build_peft_backbone
 from mmpeft.peft.hypernet import AdapterParams
-from mmpeft.peft.task_conditioned import (AdapterSite, HyperSite, LiteSite, PolyhistorLite, TaskAdapters,
-                                          export_task_adapters)
+from mmpeft.peft.task_conditioned import (
+    AdapterSite,
+    HyperSite,
+    LiteSite,
+    PolyhistorLite,
+    TaskAdapters,
+    export_task_adapters,
+)
 from mmpeft.registry import MODELS, PEFT_METHODS
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
