@@ -1,8 +1,8 @@
 """Batched vs sequential task execution of PolyhistorSwin: step time and peak memory, as ratios.
 
 Task-conditioned adapters make the backbone run once per task. ``PolyhistorSwin(batched=True)`` runs the
-``T`` tasks as one pass over ``B*T`` samples (per-task adapter weights applied with one ``bmm``, tokens
-shared until the first adapter); ``batched=False`` runs ``T`` passes of ``B`` samples. This script times
+``T`` tasks as one pass over ``B*T`` samples (the images repeated task-major, per-task adapter weights
+applied with one ``bmm``); ``batched=False`` runs ``T`` passes of ``B`` samples. This script times
 one training step (the model's loss over all tasks, forward + backward, as the runner does it) or one
 inference step of the full :class:`MultiTaskDenseModel` from a config, both ways, alternating the two so
 that load from other processes hits both alike, and reports the ratio of the medians
@@ -15,10 +15,8 @@ Weights are random (no checkpoint is loaded): speed and memory do not depend on 
 
 It also counts the floating-point operations of one step of each variant (``torch.utils.flop_counter``,
 matrix products and convolutions, forward + backward) and, on CPU, the processor time (user + system,
-all threads) of the timed steps. The FLOP ratio ``sequential / batched`` is what an exact batched pass
-can save in arithmetic (the shared patch embedding and first attention): on a device whose two variants
-both run at full throughput it bounds the speed-up, and the measured speed-up above it is what batching
-gains in efficiency (fewer, larger kernels; on a GPU, better occupancy at small B).
+all threads) of the timed steps. Both variants do the same arithmetic (FLOP ratio 1): any speed-up is
+what batching gains in efficiency (fewer, larger kernels; on a GPU, better occupancy at small B).
 
 Example (the issue's setting; a short run: ``--size 256 --iters 2``)::
 

@@ -86,6 +86,15 @@ class PolyhistorSwin(PretrainedSwin):
     def method(self):
         return self.peft.method
 
+    @property
+    def batched(self) -> bool:
+        """Whether ``peft.forward_tasks`` runs the tasks as one pass over ``T*B`` images."""
+        return self.peft.method.batched
+
+    @batched.setter
+    def batched(self, value: bool) -> None:
+        self.peft.method.batched = bool(value)
+
     def init_weights(self) -> None:
         super().init_weights()
         # loading pretrained weights must not change the trainable set
