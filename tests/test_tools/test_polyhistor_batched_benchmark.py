@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'polyhistor-lite_swin-tiny_synthetic-mt-64x64.py')
