@@ -180,7 +180,7 @@ def load_vit_weights(vit: nn.Module, checkpoint: Union[str, dict], layout: str =
         ckpt = checkpoint
     state, layout, other_parts = to_timm_state(ckpt, layout, str(source), prefix)
     # modules a PEFT method injected are new, not missing from the checkpoint
-    from ..peft.taskwise import injected_state_keys
+    from ..peft.attachment import injected_state_keys
     injected = set(injected_state_keys(vit))
     own = {k: v for k, v in vit.state_dict().items() if k not in injected}
 

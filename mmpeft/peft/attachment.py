@@ -48,6 +48,19 @@ from .policy import apply_trainable, frozen_norm_and_dropout_modules, keep_in_ev
 from .taskwise import TaskKey, TaskSwitch
 
 Patterns = Union[str, Sequence[str], None]
+#: attribute (in a module's ``__dict__``) naming the children / parameters an attachment added to it
+ADDED_ATTR = 'peft_added'
+
+
+def injected_state_keys(module: nn.Module) -> List[str]:
+    """State-dict keys of ``module`` (relative to it) that a PEFT attachment added, for any sub-module of
+    an attached model (e.g. the timm ViT inside a wrapper, whose loader does not see the attachment).
+    Strict pretrained-weight loaders skip them: they are new, not missing from the checkpoint."""
+    prefixes = []
+    for name, m in module.named_modules():
+        for local in vars(m).get(ADDED_ATTR, ()):
+            prefixes.append(f'{name}.{local}' if name else local)
+    return [k for k in module.state_dict() if any(k == p or k.startswith(p + '.') for p in prefixes)]
 
 
 class _Gated:
@@ -136,9 +149,15 @@ class PEFTAttachment:
         return peft
 
     # ------------------------------------------------------------------ building (used by methods)
-    def add(self, owner: str, attr: str, child: nn.Module) -> nn.Module:
-        """Register ``child`` as ``owner.attr`` (see :func:`~mmpeft.peft.layout.attach`); returns it."""
-        self.injected.append(_attach_child(self.model, owner, attr, child))
+    def add(self, owner: str, attr: str, child: Union[nn.Module, nn.Parameter]) -> Union[nn.Module, nn.Parameter]:
+        """Register ``child`` (a module or a parameter) as ``owner.attr`` (see
+        :func:`~mmpeft.peft.layout.attach`); returns it. The module that hosts it records the name in
+        ``ADDED_ATTR``, so a loader that sees only part of the model (:func:`injected_state_keys`) knows the
+        keys under it are new."""
+        name = _attach_child(self.model, owner, attr, child)
+        self.injected.append(name)
+        host, _, local = name.rpartition('.')
+        vars(get_module(self.model, host)).setdefault(ADDED_ATTR, set()).add(local)
         return child
 
     def name_of(self, child: nn.Module) -> str:
@@ -427,6 +446,12 @@ class PEFTAttachment:
             restore_window_attention(get_module(self.model, name))
         for name in reversed(self.injected):
             _detach_child(self.model, name)
+            host, _, local = name.rpartition('.')
+            added = vars(get_module(self.model, host)).get(ADDED_ATTR)
+            if added is not None:
+                added.discard(local)
+                if not added:
+                    vars(get_module(self.model, host)).pop(ADDED_ATTR)
         if self.wraps_init_weights:
             vars(self.model).pop('init_weights', None)
             self.wraps_init_weights = False
@@ -443,3 +468,16 @@ class PEFTAttachment:
         return (f'PEFTAttachment({what}, injected={len(self.injected)}, hooks={len(self._hooks)}, '
                 f'trainable={len(self.trainable)}, num_tasks={self.num_tasks}'
                 + (f', merged_task={self.merged_task}' if self.merged_task is not None else '') + ')')
+
+    def spatial_reduction_attention(self, module: str, in_proj: Optional[Callable] = None) -> None:
+        """Run the PVT ``SpatialReductionAttention`` ``module`` through
+        :class:`~mmpeft.peft.layout.SpatialReductionAttentionExtras` (the toolbox's computation written out,
+        bit for bit, with ``attn.attn.out_proj`` called as a module so that its hooks act), with
+        ``in_proj(x_q, x_kv, q, k, v) -> (q, k, v)`` changing the projected queries / keys / values, gated
+        like the hooks; several calls stack. Recorded with the window attentions: :meth:`detach` gives
+        the toolbox class back, and the attachment is not mergeable."""
+        from .layout import override_spatial_reduction_attention
+        override_spatial_reduction_attention(get_module(self.model, module),
+                                             in_proj=_Gated(self, in_proj, False) if in_proj else None)
+        if module not in self._window:
+            self._window.append(module)

@@ -84,16 +84,6 @@ class TaskSwitch:
         return f'TaskSwitch(num_tasks={self.num_tasks}, tasks={self.tasks})'
 
 
-def injected_state_keys(module: nn.Module) -> List[str]:
-    """State-dict keys of ``module`` (relative to it) that belong to mmpeft-injected modules.
-
-    Strict pretrained-weight loaders skip these: they are new, not missing from the checkpoint. Works
-    for any sub-module of a PEFT backbone (e.g. the timm ViT inside a wrapper).
-    """
-    prefixes = [n + '.' for n, m in module.named_modules() if isinstance(m, TaskWise) and n]
-    return [k for k in module.state_dict() if any(k.startswith(p) for p in prefixes)]
-
-
 def forward_for_task(backbone: nn.Module, x: torch.Tensor, task: Optional[TaskKey] = None):
     """Call ``backbone`` for ``task`` if it holds task-wise modules, else plainly (shared backbone)."""
     peft = vars(backbone).get('peft')

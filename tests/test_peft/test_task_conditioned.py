@@ -206,3 +206,16 @@ def test_lite_scales_on_other_widths():
 
 def test_a_site_is_an_adapter_site():
     assert issubclass(HyperSite, AdapterSite) and issubclass(LiteSite, AdapterSite)
+
+
+def test_added_keys_are_known_to_loaders_that_see_part_of_the_model():
+    from mmpeft.peft.attachment import injected_state_keys
+    model = swin('polyhistor_lite')
+    keys = set(injected_state_keys(model))
+    plain_keys = set(PolyhistorSwin(mode='polyhistor_lite', tasks=TASKS, embed_dims_task=8, reduction_ratio=2,
+                                    **TINY_SWIN).peft.detach().state_dict())
+    assert keys == set(model.state_dict()) - plain_keys
+    assert {'task_embeds', 'template_hypernet.p'} <= keys
+    assert injected_state_keys(model.stages[0]) == []  # nothing added inside a stage
+    model.peft.detach()
+    assert injected_state_keys(model) == [] and 'peft_added' not in vars(model)

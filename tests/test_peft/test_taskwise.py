@@ -8,8 +8,9 @@ import torch.nn as nn
 from peft_checks import BACKBONES, SWIN, TASKS, build, images, max_diff, outputs, perturb
 
 from mmpeft.backbones import build_peft_backbone
+from mmpeft.peft.attachment import injected_state_keys
 from mmpeft.peft.layout import attach, find_blocks
-from mmpeft.peft.taskwise import TaskSwitch, forward_for_task, injected_state_keys
+from mmpeft.peft.taskwise import TaskSwitch, forward_for_task
 from mmpeft.registry import MODELS
 from mmpeft.utils.param_count import count_params
 
