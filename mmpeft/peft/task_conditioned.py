@@ -293,15 +293,16 @@ class TaskConditionedAdapters(TaskWiseMethod):
     def _make_sites(self, peft, blocks) -> nn.ModuleDict:
         raise NotImplementedError
 
-    def _shared(self) -> Dict[str, Union[nn.Module, nn.Parameter]]:
+    def _shared(self, blocks) -> Dict[str, Union[nn.Module, nn.Parameter]]:
         """What the sites share, added at the backbone's root: the task embeddings ``V_t`` ``(T, k)``."""
         return {'task_embeds': nn.Parameter(torch.randn(self.num_tasks, self.embed_dims_task))}
 
     def _inject(self, peft) -> None:
         blocks = find_blocks(peft.model)
+        # created in this order (shared, then the sites in block order), so a seed gives the same weights
+        # as ever; registered as task embeddings, sites, template: the keys PolyhistorSwin always had
+        shared = self._shared(blocks)
         sites = self._make_sites(peft, blocks)
-        shared = self._shared()
-        # registered in this order: task embeddings, sites, template (the keys PolyhistorSwin always had)
         for name in [n for n in shared if n == 'task_embeds']:
             peft.add('', name, shared.pop(name))
         peft.add('', 'adapters', sites)
@@ -494,22 +495,26 @@ class PolyhistorLite(TaskConditionedAdapters):
                              f'widths {tuple(distinct)} (need d1 * s = width)')
         return scales
 
-    def _make_sites(self, peft, blocks) -> nn.ModuleDict:
+    def _geometry(self, blocks) -> Tuple[int, int, List[int]]:
+        """``(d1, n1, s per block)``."""
         widths = [b.dims for b in blocks]
         d1 = self.template_dims or widths[0]
         scales = self._scales(widths, d1)
         self.resolved_scales = tuple(dict.fromkeys(scales))  # one s per distinct width (per Swin stage)
-        n1 = self.bottleneck(d1, [d1])
-        k = self.embed_dims_task
-        self._template = DecomposedHyperNetwork(k, d1, n1, resolve_rank(self.rank, n1), self.factorization)
-        return nn.ModuleDict({site_name(b.name, pos): LiteSite(self.num_tasks, k, d1, n1, s)
-                              for b, s in zip(blocks, scales) for pos in self.positions})
+        return d1, self.bottleneck(d1, [d1]), scales
 
-    def _shared(self) -> Dict[str, Union[nn.Module, nn.Parameter]]:
+    def _shared(self, blocks) -> Dict[str, Union[nn.Module, nn.Parameter]]:
         """Task embeddings ``V~_t`` ``(T, k/2)`` and the Template Kernels' hyper-network pair (eq. 5)."""
-        template, self._template = self._template, None
-        return {'task_embeds': nn.Parameter(torch.randn(self.num_tasks, self.embed_dims_task // 2)),
-                'template_hypernet': template}
+        d1, n1, _ = self._geometry(blocks)
+        k = self.embed_dims_task
+        embeds = nn.Parameter(torch.randn(self.num_tasks, k // 2))
+        template = DecomposedHyperNetwork(k, d1, n1, resolve_rank(self.rank, n1), self.factorization)
+        return {'task_embeds': embeds, 'template_hypernet': template}
+
+    def _make_sites(self, peft, blocks) -> nn.ModuleDict:
+        d1, n1, scales = self._geometry(blocks)
+        return nn.ModuleDict({site_name(b.name, pos): LiteSite(self.num_tasks, self.embed_dims_task, d1, n1, s)
+                              for b, s in zip(blocks, scales) for pos in self.positions})
 
 
 @PEFT_METHODS.register_module()
@@ -533,7 +538,7 @@ class TaskAdapters(TaskConditionedAdapters):
         return nn.ModuleDict({site_name(b.name, pos): PlainSite(self.num_tasks, b.dims, self.bottleneck(b.dims, widths))
                               for b in blocks for pos in self.positions})
 
-    def _shared(self) -> Dict[str, Union[nn.Module, nn.Parameter]]:
+    def _shared(self, blocks) -> Dict[str, Union[nn.Module, nn.Parameter]]:
         return {}
 
 
