@@ -53,7 +53,7 @@ VTAB = {
 # file slug: (classes, lr, weight decay) with in21k weights (issue #13)
 FGVC = {'cub200': (200, 1e-3, 5e-2), 'nabirds': (555, 5e-4, 5e-2), 'oxford-flowers': (102, 1e-3, 5e-5),
         'stanford-cars': (196, 5e-3, 5e-2), 'stanford-dogs': (120, 5e-3, 5e-2), 'cifar100': (100, 5e-3, 5e-2)}
-VTAB_METHODS = ('full-ft', 'linear-probe', 'adapter', 'bias', 'vpt-deep', 'lora', 'adaptformer', 'ssf')
+VTAB_METHODS = ('full-ft', 'linear-probe', 'adapter', 'bias', 'vpt-deep', 'lora', 'noah', 'adaptformer', 'ssf')
 FGVC_METHODS = ('full-ft', 'linear-probe', 'adapter', 'bias', 'vpt-shallow', 'vpt-deep')
 
 # ViT-B/16 by hand: D = 768, 12 blocks, MLP 3072, 196 patches + cls
@@ -69,6 +69,8 @@ BACKBONE_PART = {
     'vpt-deep': L * 50 * D,
     'vpt-shallow': 50 * D,
     'lora': L * 2 * (D * 8 + 8 * D),  # rank 8 on q and v
+    # NOAH's three modules, 5 / 5 / 5: adapter after the MLP, LoRA on q and v, VPT-deep prompts
+    'noah': L * (D * 5 + 5 + 5 * D + D) + L * 2 * (D * 5 + 5 * D) + L * 5 * D,
     'adaptformer': L * (D * 64 + 64 + 64 * D + D),
     'ssf': 2 * (D + L * (D + 3 * D + D + D + MLP + D) + D),  # after patch embed, every op of a block, the norm
 }
@@ -77,7 +79,7 @@ BACKBONE_PART = {
 # (CUB 200, NABirds 555, Flowers 102, Dogs 120, Cars 196; Table 3 has CIFAR-100 instead of NABirds
 # but copies the count)
 PAPER = {'vtab1k': {'full-ft': 85.84, 'linear-probe': 0.04, 'adapter': 0.27, 'bias': 0.14, 'vpt-deep': 0.60,
-                    'lora': 0.29, 'adaptformer': 1.26, 'ssf': 0.24},
+                    'lora': 0.29, 'noah': 0.36, 'adaptformer': 1.26, 'ssf': 0.24},
          'fgvc': {'full-ft': 85.98, 'linear-probe': 0.18, 'adapter': 0.41, 'bias': 0.28, 'vpt-shallow': 0.25,
                   'vpt-deep': 0.85}}
 MEAN_CLASSES = {'vtab1k': sum(v[1] for v in VTAB.values()) / 19, 'fgvc': (200 + 555 + 102 + 120 + 196) / 5}
@@ -190,7 +192,7 @@ def test_resolved_row_is_the_hst_row_with_another_backbone(family, method):
     assert vit.init_cfg.checkpoint == h.backbone.init_cfg.checkpoint == 'pretrain/jx_vit_base_patch16_224_in21k.pth'
     types = {'full-ft': 'FullFinetune', 'linear-probe': 'FrozenBackbone', 'adapter': 'Adapter', 'bias': 'BitFit',
              'vpt-deep': 'VPTDeep', 'vpt-shallow': 'VPTShallow', 'lora': 'LoRA', 'adaptformer': 'AdaptFormer',
-             'ssf': 'SSF'}
+             'noah': 'NOAH', 'ssf': 'SSF'}
     assert m.backbone.method.type == types[method]
 
 

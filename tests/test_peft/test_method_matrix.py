@@ -47,9 +47,11 @@ SETTINGS: Dict[str, dict] = dict(
     Hyperformer=dict(reduction_ratio=4, embed_dims_task=8, train_backbone_norms=False),
     Polyhistor=dict(reduction_ratio=4, rank=1, embed_dims_task=8, train_backbone_norms=False),
     PolyhistorLite=dict(embed_dims_task=8, train_backbone_norms=False),
-    TaskAdapters=dict(reduction_ratio=4, train_backbone_norms=False))
+    TaskAdapters=dict(reduction_ratio=4, train_backbone_norms=False),
+    Combined=dict(methods=[dict(type='LoRA', rank=2), dict(type='Adapter', reduction_ratio=4, position='attn')]),
+    NOAH=dict(adapter_dims=2, lora_rank=2, num_prompts=2))
 SELECTION = ('FullFinetune', 'FrozenBackbone', 'LNTuning')
-NOT_IDENTITY = ('VPT', 'VPTDeep', 'VPTShallow')  # prompts change the attention by design
+NOT_IDENTITY = ('VPT', 'VPTDeep', 'VPTShallow', 'NOAH')  # prompts change the attention by design
 MERGEABLE = ('LoRA', 'SSF')
 
 

@@ -95,6 +95,14 @@ METHODS: Dict[str, dict] = {
         trainable=[r'backbone\.vit\.blocks\.\d+\.adapter_mlp\.'],
         note=('a bottleneck of 64 beside every MLP, scale 0.1 (12 x 99,136 = 1,189,632) + the head. '
               'Paper: 1.26M (Table 2); 1.23M here with the mean head (2.6% under)')),
+    'noah': dict(
+        label='NOAH',
+        method="dict(type='NOAH', adapter_dims=5, lora_rank=5, num_prompts=5)",
+        trainable=[r'backbone\.vit\.blocks\.\d+\.(adapter_mlp|attn\.lora_[qv]|vpt)\.'],
+        note=('Adapter (5 hidden, after the MLP) + LoRA (rank 5, q and v) + VPT-deep (5 prompts) in every block '
+              '(101,436 + 184,320 + 46,080 = 331,836) + the head. Paper: 0.36M (Table 2), 0.37M here with the mean '
+              'head. NOAH searches these sizes per layer and task; the paper lists no sub-network, so one size per '
+              'module type is set here (the deciding detail): change them per task in the row\'s method')),
     'ssf': dict(
         label='SSF',
         method="dict(type='SSF')",
@@ -102,7 +110,7 @@ METHODS: Dict[str, dict] = {
         note=('a scale and a shift after every operation of the ViT (205,824) + the head. Paper: 0.24M '
               '(Table 2)')),
 }
-VTAB_METHODS = ('full-ft', 'linear-probe', 'adapter', 'bias', 'vpt-deep', 'lora', 'adaptformer', 'ssf')
+VTAB_METHODS = ('full-ft', 'linear-probe', 'adapter', 'bias', 'vpt-deep', 'lora', 'noah', 'adaptformer', 'ssf')
 FGVC_METHODS = ('full-ft', 'linear-probe', 'adapter', 'bias', 'vpt-shallow', 'vpt-deep')
 
 # the HST rows' model lines and what the baseline rows put instead (the drop path goes to the ViT)
