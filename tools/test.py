@@ -7,6 +7,14 @@ A delta checkpoint (trainable parameters only) is expanded to base + delta when 
 checkpoint must fit the model exactly (missing / unexpected keys are an error, not metrics of a
 half-loaded model); ``--non-strict`` loads only the keys that match.
 
+CHECKPOINT may also be an adapter folder (``adapter.safetensors`` + ``adapter_config.json``, written by
+``tools/model_converters/export_adapter.py``; or either of its files): the model built from CONFIG gets
+its base weights from its own initialisation (``init_weights``: the pretrained file(s) its ``init_cfg``
+names), or from ``--adapter-base BASE.pth`` (a full or delta checkpoint of the model, e.g. the
+``base_weights.pth`` of the training work_dir; the config key ``adapter_base_checkpoint``), and then the
+adapter is attached, checked (method, tensor names / shapes, hash of the base weights) and read
+without unpickling anything (:mod:`mmpeft.utils.adapter_io`).
+
 ``--tta``: test-time augmentation as the toolboxes' own test tools do it: the test set is read with the
 config's ``tta_pipeline`` and the model is wrapped in the config's ``tta_model`` (``module=`` the
 model). For mmseg configs on the ADE20K base these are mmseg's ``SegTTAModel`` (softmax scores of all
@@ -32,6 +40,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmpeft  # noqa: F401  (registers classes, applies fixes)
+from mmpeft.utils.adapter_io import BASE_CFG_KEY, is_adapter_path, not_an_adapter_message
 from mmpeft.utils.checkpoint_io import TRUSTED_ENV, strict_model_loading
 from mmpeft.utils.runner_cfg import load_runner_config
 
@@ -39,7 +48,10 @@ from mmpeft.utils.runner_cfg import load_runner_config
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description='Test a model (mmpeft)')
     p.add_argument('config', help='config file')
-    p.add_argument('checkpoint', help='checkpoint file (full or delta)')
+    p.add_argument('checkpoint', help='checkpoint file (full or delta), or an adapter folder')
+    p.add_argument('--adapter-base', metavar='BASE',
+                   help=f'with an adapter: full (or delta) checkpoint holding the base weights the adapter was '
+                        f'trained on (default: the model\'s own pretrained initialisation); sets {BASE_CFG_KEY}')
     p.add_argument('--work-dir', help='where logs and metrics go')
     p.add_argument('--out', help='dump the metrics (json) to this file')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
@@ -90,13 +102,16 @@ def apply_tta(cfg: Config, config_name: str) -> Config:
 
 
 def build_test_config(config: str, checkpoint: str, cfg_options: Optional[dict] = None,
-                      work_dir: Optional[str] = None, launcher: str = 'none', tta: bool = False) -> Config:
+                      work_dir: Optional[str] = None, launcher: str = 'none', tta: bool = False,
+                      adapter_base: Optional[str] = None) -> Config:
     """The runner config this tool tests with: ``config`` with ``--cfg-options``, work dir and launcher
-    applied, ``load_from = checkpoint`` (no resume), and with ``tta`` the TTA model and pipeline
-    (:func:`apply_tta`)."""
+    applied, ``load_from = checkpoint`` (no resume), ``adapter_base_checkpoint = adapter_base`` if
+    given, and with ``tta`` the TTA model and pipeline (:func:`apply_tta`)."""
     cfg = load_runner_config(config, cfg_options, work_dir, launcher)
     cfg.load_from = checkpoint
     cfg.resume = False
+    if adapter_base is not None:
+        cfg[BASE_CFG_KEY] = adapter_base
     if tta:
         apply_tta(cfg, config)
     return cfg
@@ -104,9 +119,21 @@ def build_test_config(config: str, checkpoint: str, cfg_options: Optional[dict] 
 
 def main() -> None:
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
+    if osp.isdir(args.checkpoint):
+        problem = not_an_adapter_message(args.checkpoint)
+        if problem is not None:
+            raise FileNotFoundError(problem)
+    elif not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint file {args.checkpoint} does not exist')
-    cfg = build_test_config(args.config, args.checkpoint, args.cfg_options, args.work_dir, args.launcher, args.tta)
+    if args.adapter_base is not None:
+        if not is_adapter_path(args.checkpoint):
+            raise ValueError(f'--adapter-base is for an adapter folder; {args.checkpoint} is a checkpoint file '
+                             f'(a delta checkpoint finds its base itself: merge it with another base with '
+                             f'tools/model_converters/merge_delta.py DELTA OUT --base BASE)')
+        if not osp.isfile(args.adapter_base):
+            raise FileNotFoundError(f'--adapter-base file {args.adapter_base} does not exist')
+    cfg = build_test_config(args.config, args.checkpoint, args.cfg_options, args.work_dir, args.launcher, args.tta,
+                            args.adapter_base)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     if args.non_strict:
         metrics = runner.test()

@@ -60,7 +60,7 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
+        if not osp.isfile(args.resume) and not osp.isdir(args.resume):  # a folder: Runner.resume says what it is
             raise FileNotFoundError(f'checkpoint to resume from {args.resume} does not exist')
         cfg.resume = True
         cfg.load_from = args.resume

@@ -34,8 +34,23 @@ mmengine would next, so they are not initialised twice), optionally loads ``base
 full checkpoint of this model, e.g. the ``base_weights.pth`` a :class:`DeltaCheckpointHook` writes),
 and only then loads and checks the adapter. A ``type='Pretrained'`` entry in the same model-level
 ``init_cfg`` would run after all that and overwrite the adapter, so it is refused: give that file as
-``base_checkpoint=`` instead. Note that mmengine's runner calls ``init_weights`` in ``train()`` only;
-to evaluate an adapter call :func:`load_adapter` (or ``model.init_weights()``) on the built model.
+``base_checkpoint=`` instead.
+
+Attaching where mmengine loads a checkpoint (the ``delta_checkpoints`` fix of
+:mod:`mmpeft.utils.compat`): an adapter folder, or either of its two files, is accepted as a
+checkpoint path. ``python tools/test.py CONFIG OUT_DIR``, ``load_from=OUT_DIR`` (test, val and
+train: fine-tuning further from the adapter) put the base weights in place first and then attach the
+adapter with every check of :func:`load_adapter` (:func:`attach_adapter_checkpoint`): the base is
+``adapter_base_checkpoint`` when the config sets it (a top-level key, ``--cfg-options
+adapter_base_checkpoint=BASE.pth``, ``tools/test.py --adapter-base BASE.pth``: a full checkpoint of
+the model, or a delta one, as for ``base_checkpoint=``), else the model's own initialisation
+(``model.init_weights()`` with its ``init_cfg``, e.g. the backbone's pretrained file), run unless the
+runner already ran it (``train()`` does, ``test()`` / ``val()`` do not). ``resume`` from an adapter
+is refused (it holds no optimizer, scheduler or iteration state). Outside the runner
+(``mmengine.runner.load_checkpoint(model, OUT_DIR)``, or a model-level
+``init_cfg=dict(type='Pretrained', checkpoint=OUT_DIR)``, which runs after the children's
+initialisation) the adapter lands on the model's current weights, checked the same way. A folder
+that is not an adapter is an error naming the file it lacks.
 """
 import json
 import math
@@ -62,6 +77,10 @@ ADAPTER_VERSION = 1
 WEIGHTS_NAME = 'adapter.safetensors'
 CONFIG_NAME = 'adapter_config.json'
 EXPORT_TOOL = 'tools/model_converters/export_adapter.py'
+#: ``meta`` key of the checkpoint dict an adapter path loads as (:func:`adapter_checkpoint`)
+ADAPTER_KEY = 'mmpeft_adapter'
+#: top-level config key naming the base checkpoint an adapter given as ``load_from`` is attached to
+BASE_CFG_KEY = 'adapter_base_checkpoint'
 
 
 class AdapterMismatchError(ValueError):
@@ -287,6 +306,57 @@ def _adapter_dir(path: str) -> str:
     return path
 
 
+def is_adapter_path(path: Any) -> bool:
+    """Whether a checkpoint path names an adapter: a local folder (checked for its two files when it
+    is loaded, see :func:`adapter_checkpoint`), or a file named ``adapter.safetensors`` /
+    ``adapter_config.json``. URLs and other files are not."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    path = os.fspath(path)
+    if '://' in path:
+        return False
+    path = osp.expanduser(path)
+    return osp.isdir(path) or (osp.isfile(path) and osp.basename(path) in (WEIGHTS_NAME, CONFIG_NAME))
+
+
+def not_an_adapter_message(path: str) -> Optional[str]:
+    """Why the folder ``path``, given as a checkpoint, is not an adapter (naming the missing file and
+    any checkpoint files inside it); None when it holds both adapter files."""
+    lacks = [n for n in (WEIGHTS_NAME, CONFIG_NAME) if not osp.isfile(osp.join(path, n))]
+    if not lacks:
+        return None
+    ckpts = sorted(n for n in os.listdir(path) if n.endswith(('.pth', '.pt', '.ckpt')))
+    inside = (f'; it holds checkpoint file(s) {", ".join(ckpts[:5])}: give one of them, e.g. '
+              f'{osp.join(path, ckpts[-1])}') if ckpts else ''
+    return (f'checkpoint path {path} is a folder, and not an mmpeft adapter folder: it has no '
+            f'{" and no ".join(lacks)}{inside}. Give a checkpoint file, or an adapter folder written by '
+            f'{EXPORT_TOOL} CONFIG CKPT OUT_DIR ({WEIGHTS_NAME} + {CONFIG_NAME})')
+
+
+def adapter_checkpoint(path: str) -> dict:
+    """The checkpoint dict an adapter path loads as wherever mmengine loads a checkpoint:
+    ``{'meta': {'mmpeft_adapter': {'path': folder, 'config': adapter config}}, 'state_dict': tensors}``.
+    Read from safetensors (nothing is unpickled); :func:`attach_adapter_checkpoint` attaches it.
+
+    Raises:
+        FileNotFoundError: ``path`` is a folder without the adapter files (names the missing file).
+    """
+    path = osp.expanduser(os.fspath(path))
+    if osp.isdir(path):
+        problem = not_an_adapter_message(path)
+        if problem is not None:
+            raise FileNotFoundError(problem)
+    config, tensors = read_adapter(path)
+    folder = _adapter_dir(path)
+    return dict(meta={ADAPTER_KEY: dict(path=folder, config=config)}, state_dict=tensors)
+
+
+def is_adapter_checkpoint(checkpoint: Any) -> bool:
+    """Whether a loaded checkpoint dict is one :func:`adapter_checkpoint` made."""
+    return (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get('meta'), Mapping)
+            and ADAPTER_KEY in checkpoint['meta'])
+
+
 def read_adapter(path: str) -> Tuple[dict, Dict[str, torch.Tensor]]:
     """``(config, tensors)`` of the adapter in folder ``path``; the file and its config must agree."""
     from safetensors.torch import load_file
@@ -328,12 +398,13 @@ def read_adapter(path: str) -> Tuple[dict, Dict[str, torch.Tensor]]:
 
 
 def check_adapter_fits(model: nn.Module, config: Mapping, tensors: Mapping[str, torch.Tensor],
-                       name: str = 'adapter', cfg: Any = None) -> None:
+                       name: str = 'adapter', cfg: Any = None, base_fix: Optional[str] = None) -> None:
     """Raise :class:`AdapterMismatchError` if the adapter was not trained on ``model``'s base and method.
 
     Checks the method fingerprints (and, with ``cfg``, the method configs), that every adapter
     tensor is in the model with its shape and every trainable tensor of the model is in the adapter,
-    and that the model's non-adapter tensors hash to the recorded base hash.
+    and that the model's non-adapter tensors hash to the recorded base hash (``base_fix``: how to
+    give the base weights where the adapter is being attached, for that error).
     """
     model = _unwrap(model)
     recorded = config.get('method_fingerprints', {})
@@ -366,12 +437,12 @@ def check_adapter_fits(model: nn.Module, config: Mapping, tensors: Mapping[str, 
                                    + f'. Build the model from the config in {CONFIG_NAME}')
     got_hash = base_hash_of(model, tensors)
     if got_hash != config.get('base_hash'):
+        base_fix = base_fix or ("init_cfg=dict(type='PEFTAdapter', path=..., base_checkpoint=BASE.pth)")
         raise AdapterMismatchError(
             f'{name} was trained on base weights with tensor hash {config.get("base_hash")}, but the '
             f'model\'s frozen weights hash to {got_hash}. Load the base weights first: build the model '
             f'from the same pretrained file(s) as in training (the "model" entry of {CONFIG_NAME}), '
-            f'or give the full base checkpoint, e.g. init_cfg=dict(type=\'PEFTAdapter\', path=..., '
-            f'base_checkpoint=BASE.pth)')
+            f'or give the full base checkpoint, e.g. {base_fix}')
 
 
 def load_adapter(model: nn.Module, path: str, cfg: Any = None) -> dict:
@@ -391,12 +462,72 @@ def load_adapter(model: nn.Module, path: str, cfg: Any = None) -> dict:
     """
     model = _unwrap(model)
     config, tensors = read_adapter(path)
-    check_adapter_fits(model, config, tensors, f'adapter {path}', cfg)
+    _attach(model, config, tensors, path, cfg)
+    return config
+
+
+def _attach(model: nn.Module, config: Mapping, tensors: Mapping[str, torch.Tensor], path: str,
+            cfg: Any = None, base_fix: Optional[str] = None) -> None:
+    check_adapter_fits(model, config, tensors, f'adapter {path}', cfg, base_fix)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     assert not unexpected, unexpected  # checked above
     print_log(f'loaded adapter {path}: {len(tensors)} tensors, {config.get("trainable_count")} trainable '
               f'parameters, base {config.get("base_hash", "")[:19]}...', logger='current')
-    return config
+
+
+def _unwrap_all(model: nn.Module) -> Tuple[nn.Module, bool]:
+    """The model inside DDP-style wrappers and test-time-augmentation models (as mmengine's
+    ``load_state_dict`` unwraps them); and whether a TTA model was unwrapped."""
+    from mmengine.model import BaseTTAModel
+    tta = False
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        tta = tta or isinstance(model, BaseTTAModel)
+        model = model.module
+    return model, tta
+
+
+RUNNER_BASE_FIX = (f'--cfg-options {BASE_CFG_KEY}=BASE.pth (tools/test.py: --adapter-base BASE.pth; the '
+                   'base_weights.pth DeltaCheckpointHook wrote in the training work_dir is one)')
+
+
+def attach_adapter_checkpoint(model: nn.Module, checkpoint: Mapping, base_checkpoint: Optional[str] = None,
+                              init_base: bool = False, cfg: Any = None,
+                              base_fix: Optional[str] = None) -> dict:
+    """Attach an adapter loaded as a checkpoint (:func:`adapter_checkpoint`) to ``model``.
+
+    The base weights first: ``base_checkpoint`` (a full or delta checkpoint of the model; every
+    non-adapter entry must be in it) if given, else with ``init_base`` the model's own
+    ``init_weights()`` (its ``init_cfg``: pretrained backbone files ...) unless it already ran
+    (``is_init``). Then every check of :func:`load_adapter` (method fingerprints, the method configs
+    of ``cfg`` if given, tensor names / shapes both ways, base hash) and the load.
+
+    Args:
+        model: the model (wrappers and TTA models are unwrapped).
+        checkpoint: the dict :func:`adapter_checkpoint` returned.
+        base_checkpoint: path of the base weights to load first, or None.
+        init_base: initialise an uninitialised model first (the runner's ``load_from``).
+        cfg: the model config (or a Config holding it), to compare its ``method=`` dicts.
+        base_fix: how to give the base weights, for the base-hash error.
+
+    Returns:
+        ``checkpoint``.
+    """
+    model, tta = _unwrap_all(model)
+    info = checkpoint['meta'][ADAPTER_KEY]
+    config, tensors, path = info['config'], checkpoint['state_dict'], info['path']
+    if cfg is not None:
+        cfg = _model_cfg(cfg)
+        if tta and isinstance(cfg, Mapping) and isinstance(cfg.get('module'), Mapping):
+            cfg = cfg['module']
+    if base_checkpoint is not None:
+        print_log(f'adapter {path}: base weights from {base_checkpoint}', logger='current')
+        _load_base_checkpoint(model, base_checkpoint, config.get('tensors', {}))
+    elif init_base and callable(getattr(model, 'init_weights', None)) and not getattr(model, 'is_init', False):
+        print_log(f'adapter {path}: base weights from the model\'s own initialisation (init_weights with its '
+                  f'init_cfg); to give them as a file instead: {RUNNER_BASE_FIX}', logger='current')
+        model.init_weights()
+    _attach(model, config, tensors, path, cfg, base_fix)
+    return checkpoint
 
 
 # ---------------------------------------------------------------------- init_cfg

@@ -36,6 +36,12 @@ also available without the global change as the registered
    a delta lands only on the model it was trained with (missing / unexpected keys are named).
    ``tools/test.py`` loads every checkpoint strictly (see
    :func:`mmpeft.utils.checkpoint_io.strict_model_loading`), unless ``--non-strict`` is given.
+   The same path takes an adapter folder (``adapter.safetensors`` + ``adapter_config.json``, or either
+   file; :mod:`mmpeft.utils.adapter_io`): ``tools/test.py CONFIG ADAPTER_DIR`` and
+   ``load_from=ADAPTER_DIR`` put the base weights in place (config key ``adapter_base_checkpoint``,
+   else the model's own ``init_weights``) and attach the adapter with all of ``load_adapter``'s
+   checks; ``resume`` from an adapter is refused; a folder that is not an adapter is an error naming
+   the file it lacks. Nothing of an adapter is unpickled.
 4. mmengine's default optimizer constructor hands *all* parameters to the optimizer unless
    ``paramwise_cfg`` is set, and with it logs one warning per frozen parameter. Frozen parameters
    (``requires_grad=False`` when the optimizer is built) are now left out in both cases, with one
@@ -53,6 +59,7 @@ import os
 import os.path as osp
 import tempfile
 import types
+from contextvars import ContextVar
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -169,6 +176,9 @@ def _patch_delta_loading() -> Callable[[], None]:
 
     @functools.wraps(original)
     def load_checkpoint(cls, filename, map_location=None, logger='current'):
+        from .adapter_io import adapter_checkpoint, is_adapter_path
+        if is_adapter_path(filename):
+            return adapter_checkpoint(filename)  # safetensors; a folder without its files is named
         checkpoint = original(cls, filename, map_location, logger)
         if is_delta_checkpoint(checkpoint):
             checkpoint = expand_delta_checkpoint(
@@ -184,6 +194,9 @@ def _patch_delta_loading() -> Callable[[], None]:
     @functools.wraps(original_to_model)
     def _load_checkpoint_to_model(model, checkpoint, strict=False, logger=None,
                                   revise_keys=[(r'^module\.', '')]):
+        from .adapter_io import attach_adapter_checkpoint, is_adapter_checkpoint
+        if is_adapter_checkpoint(checkpoint):
+            return attach_adapter_checkpoint(model, checkpoint, **_ADAPTER_RUNNER.get())
         meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
         if isinstance(meta, dict) and DELTA_KEY in meta:
             strict = True
@@ -197,7 +210,72 @@ def _patch_delta_loading() -> Callable[[], None]:
             raise CheckpointMismatchError(f'checkpoint {source} does not fit this model: {e}\n{fix}') from None
 
     undos.append(_set(runner_mod, '_load_checkpoint_to_model', _load_checkpoint_to_model))
+    undos += _patch_adapter_loading(runner_mod)
     return _undo_all(undos)
+
+
+#: how the runner's load of an adapter puts the base weights in place (set by ``Runner.load_checkpoint``);
+#: outside the runner (``mmengine.runner.load_checkpoint``, ``init_cfg`` Pretrained) the model keeps its own
+_ADAPTER_RUNNER: ContextVar[dict] = ContextVar('mmpeft_adapter_runner', default={})
+
+
+def _patch_adapter_loading(runner_mod) -> List[Callable[[], None]]:
+    """The adapter parts of fix 3 beyond the checkpoint loader: the runner's ``load_checkpoint`` (base
+    weights first), ``resume`` (refused), and mmengine's checkpoint module (checked attach; no
+    ``prefix=`` load)."""
+    from mmengine.runner import checkpoint as ckpt_mod
+    Runner = runner_mod.Runner
+    original_load = Runner.load_checkpoint
+    original_resume = Runner.resume
+    original_ckpt_to_model = ckpt_mod._load_checkpoint_to_model
+    original_with_prefix = ckpt_mod._load_checkpoint_with_prefix
+
+    @functools.wraps(original_load)
+    def load_checkpoint(self, filename, *args, **kwargs):
+        from .adapter_io import BASE_CFG_KEY, RUNNER_BASE_FIX, is_adapter_path
+        if not is_adapter_path(filename):
+            return original_load(self, filename, *args, **kwargs)
+        cfg = getattr(self, 'cfg', None)
+        base = cfg.get(BASE_CFG_KEY, None) if cfg is not None else None
+        token = _ADAPTER_RUNNER.set(dict(base_checkpoint=base, init_base=True, base_fix=RUNNER_BASE_FIX,
+                                         cfg=cfg.get('model', None) if cfg is not None else None))
+        try:
+            return original_load(self, filename, *args, **kwargs)
+        finally:
+            _ADAPTER_RUNNER.reset(token)
+
+    @functools.wraps(original_resume)
+    def resume(self, filename, *args, **kwargs):
+        from .adapter_io import is_adapter_path
+        if is_adapter_path(filename):
+            raise ValueError(
+                f'cannot resume from {filename}: it is an adapter folder (or file), which holds only the '
+                f'trained tensors, no optimizer, scheduler or iteration state. To train further starting '
+                f'from the adapter, set load_from={filename} with resume=False (tools/train.py: '
+                f'--cfg-options load_from={filename}, without --resume); to continue an interrupted run, '
+                f'resume from its checkpoint file (work_dir/iter_*.pth)')
+        return original_resume(self, filename, *args, **kwargs)
+
+    @functools.wraps(original_ckpt_to_model)
+    def ckpt_to_model(model, checkpoint, strict=False, logger=None, revise_keys=[(r'^module\.', '')]):
+        from .adapter_io import attach_adapter_checkpoint, is_adapter_checkpoint
+        if is_adapter_checkpoint(checkpoint):
+            return attach_adapter_checkpoint(model, checkpoint)
+        return original_ckpt_to_model(model, checkpoint, strict, logger, revise_keys)
+
+    @functools.wraps(original_with_prefix)
+    def with_prefix(prefix, filename, map_location=None):
+        from .adapter_io import is_adapter_path
+        if is_adapter_path(filename):
+            raise ValueError(f'init_cfg Pretrained with prefix={prefix!r} cannot load {filename}: an adapter '
+                             f"attaches to the whole model it was exported from (its names are that model's). "
+                             f"Use load_from={filename}, or init_cfg=dict(type='PEFTAdapter', path={filename!r}) "
+                             f'on the model')
+        return original_with_prefix(prefix, filename, map_location)
+
+    return [_set(Runner, 'load_checkpoint', load_checkpoint), _set(Runner, 'resume', resume),
+            _set(ckpt_mod, '_load_checkpoint_to_model', ckpt_to_model),
+            _set(ckpt_mod, '_load_checkpoint_with_prefix', with_prefix)]
 
 
 class _DropFrozenWarnings(logging.Filter):

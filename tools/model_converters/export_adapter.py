@@ -8,7 +8,9 @@ too). The model is built from CONFIG, CKPT is loaded strictly (through mmpeft's 
 pickled code runs), and its trainable tensors are written to OUT_DIR with the model config, the
 method config(s) and the hash of the base weights (see :mod:`mmpeft.utils.adapter_io`). Attach it to
 a model built from the same config with ``init_cfg=dict(type='PEFTAdapter', path=OUT_DIR)`` on the
-model, or ``mmpeft.utils.adapter_io.load_adapter(model, OUT_DIR)``.
+model, or ``mmpeft.utils.adapter_io.load_adapter(model, OUT_DIR)``, or evaluate it directly with
+``python tools/test.py CONFIG OUT_DIR`` (``--adapter-base BASE.pth`` for an explicit base) or
+``load_from=OUT_DIR``.
 """
 import argparse
 import os.path as osp
