@@ -124,8 +124,9 @@ def test_polyhistor_batched_toy(runs):
                       rf'batched {NUM}', out)
     assert flops, out
     fb, fs, ratio = (_positive(v) for v in flops.groups())
-    # sequential repeats the shared prefix T times: never less arithmetic than one batched pass
-    assert ratio > 1 and _is_quotient(ratio, 3, fs, fb, 1)
+    # the batched pass repeats the images: the same arithmetic, up to the generation of the adapter
+    # weights (T tasks at once vs one at a time: another einsum contraction order)
+    assert abs(ratio - 1) <= 0.02 and _is_quotient(ratio, 3, fs, fb, 1)
     cpu = re.search(rf'processor time: batched {NUM} s, sequential {NUM} s per step .* -> ratio {NUM}', out)
     assert cpu, out
     cb, cs, ratio = cpu.groups()
