@@ -23,34 +23,38 @@ from torch.utils.hooks import RemovableHandle
 
 
 class _Recompute(torch.autograd.Function):
-    """Identity on a block's output in the forward; recompute and differentiate it in the backward.
+    """Identity on a block's outputs in the forward; recompute and differentiate them in the backward.
 
-    ``forward(ctx, call, *tensors)``: ``call`` holds the output computed without autograd and the
-    closure that recomputes it; ``tensors`` are the block's tensor inputs then the trainable parameters
-    it may use (inputs of this function, so their gradients flow to them).
+    ``forward(ctx, call, *tensors)``: ``call`` holds the outputs computed without autograd (the block's
+    output, then the tensors PEFT methods produced in the call for later blocks, e.g. VPT-shallow's
+    carried prompt states) and the closure that recomputes them; ``tensors`` are the block's tensor
+    inputs, the methods' call tensors, then the trainable parameters it may use (inputs of this function,
+    so their gradients flow to them).
     """
 
     @staticmethod
-    def forward(ctx, call: '_Call', *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, call: '_Call', *tensors: torch.Tensor):
         ctx.call = call
         n = call.num_inputs
         ctx.save_for_backward(*tensors[:n])
         ctx.params = tensors[n:]
-        out, call.output = call.output, None
-        return out
+        outs, call.outputs = call.outputs, None
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx, *grads: Optional[torch.Tensor]):
         call: _Call = ctx.call
         inputs = [x.detach().requires_grad_(x.requires_grad) for x in ctx.saved_tensors]
         with torch.enable_grad():
-            out = call.recompute(inputs)
-        if not out.requires_grad:  # e.g. a call under peft.disabled() on a frozen input: nothing to send back
+            outs = call.recompute(inputs)
+        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None and o.requires_grad]
+        if not pairs:  # e.g. a call under peft.disabled() on a frozen input: nothing to send back
             return (None,) * (1 + len(inputs) + len(ctx.params))
         wrt = [x for x in inputs if x.requires_grad] + [p for p in ctx.params]
-        grads = list(torch.autograd.grad(out, wrt, grad, allow_unused=True)) if wrt else []
-        in_grads = [grads.pop(0) if x.requires_grad else None for x in inputs]
-        return (None, *in_grads, *grads)
+        got = list(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs],
+                                       allow_unused=True)) if wrt else []
+        in_grads = [got.pop(0) if x.requires_grad else None for x in inputs]
+        return (None, *in_grads, *got)
 
 
 class _Call:
@@ -58,20 +62,31 @@ class _Call:
 
     def __init__(self, module: nn.Module, args: tuple, kwargs: dict, state: Dict[str, Any],
                  enter: Callable[[Dict[str, Any], Sequence[torch.Tensor]], ExitStack],
-                 call_tensors: Sequence[torch.Tensor] = ()):
+                 call_tensors: Sequence[torch.Tensor] = (), read_outputs: Callable[[], List[torch.Tensor]] = list):
         self.module, self.args, self.kwargs, self.state, self.enter = module, args, kwargs, state, enter
         self.tensor_pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
-        self.call_tensors = list(call_tensors)  # tensors the method computed for this call (generated weights)
+        self.call_tensors = list(call_tensors)  # tensors methods computed for this call (generated weights ...)
         self.num_inputs = len(self.tensor_pos) + len(self.call_tensors)
-        self.output: Optional[torch.Tensor] = None
+        self.read_outputs = read_outputs  # the methods' outputs of this block for later blocks
+        self.outputs: Optional[List[torch.Tensor]] = None
 
-    def recompute(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def recompute(self, inputs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         args = list(self.args)
         n = len(self.tensor_pos)
         for i, x in zip(self.tensor_pos, inputs[:n]):
             args[i] = x
         with self.enter(self.state, inputs[n:]):
-            return self.module(*args, **self.kwargs)
+            out = self.module(*args, **self.kwargs)
+            return [out, *self.read_outputs()]
+
+
+def call_state_providers(method) -> List[Any]:
+    """The methods (``method``, or the parts of a combined one) that keep per-call state a recomputed block
+    needs: they define ``capture_call() -> (state, input tensors)``, ``use_call(state, tensors)`` (a
+    context), and optionally ``call_outputs() -> tensors`` / ``set_call_outputs(tensors)`` (what a block
+    hands to later blocks beside its output)."""
+    methods = getattr(method, 'methods', None) or ([method] if method is not None else [])
+    return [m for m in methods if hasattr(m, 'capture_call')]
 
 
 class BlockCheckpoint:
@@ -112,11 +127,19 @@ class BlockCheckpoint:
                              f'as keyword arguments, which a checkpointed call cannot send one to; pass them '
                              f'positionally, or build without with_cp')
         state = self._capture(args)
-        # a method may compute tensors once per backbone call that the block reads (task-conditioned adapter
-        # weights): they are inputs of the checkpointed call, so their gradients reach the hyper-networks
-        capture = getattr(self.peft.method, 'capture_call', None)
-        state['call'], call_tensors = capture() if capture is not None else (None, [])
-        self._pending.append(_Call(module, args, dict(kwargs), state, self._enter, call_tensors))
+        # methods may keep per-call state a block reads (task-conditioned adapters' tasks, VPT-shallow's carried
+        # prompt states): captured here, restored in the recompute; its tensors are inputs of the checkpointed
+        # call, so their gradients flow back
+        providers = call_state_providers(self.peft.method)
+        states, call_tensors, counts = [], [], []
+        for m in providers:
+            st, ts = m.capture_call()
+            states.append(st)
+            call_tensors += list(ts)
+            counts.append(len(ts))
+        state['call'] = (providers, states, counts)
+        self._pending.append(_Call(module, args, dict(kwargs), state, self._enter, call_tensors,
+                                   read_outputs=lambda: self._call_outputs(providers)))
         torch.set_grad_enabled(False)  # used as a function: the block's forward keeps no activations
         return None
 
@@ -130,9 +153,26 @@ class BlockCheckpoint:
         if not isinstance(output, torch.Tensor):
             raise TypeError(f'with_cp: block {type(module).__name__} returned {type(output).__name__}; mmpeft '
                             f'checkpoints blocks that return one tensor')
-        call.output = output
+        extra = self._call_outputs(call.state['call'][0])
+        call.outputs = [output, *extra]
         inputs = [call.args[i] for i in call.tensor_pos] + call.call_tensors
-        return _Recompute.apply(call, *inputs, *self._params())
+        outs = _Recompute.apply(call, *inputs, *self._params())
+        if not extra:
+            return outs
+        self._set_call_outputs(call.state['call'][0], list(outs[1:]))  # later blocks read the linked tensors
+        return outs[0]
+
+    @staticmethod
+    def _call_outputs(providers) -> List[torch.Tensor]:
+        return [t for m in providers if hasattr(m, 'call_outputs') for t in m.call_outputs()]
+
+    @staticmethod
+    def _set_call_outputs(providers, tensors: List[torch.Tensor]) -> None:
+        for m in providers:
+            if hasattr(m, 'call_outputs'):
+                k = len(m.call_outputs())
+                m.set_call_outputs(tensors[:k])
+                tensors = tensors[k:]
 
     def _capture(self, args: tuple) -> Dict[str, Any]:
         """The forward's task, PEFT gate, RNG and autocast state, as the recompute must see them."""
@@ -149,8 +189,11 @@ class BlockCheckpoint:
     def _enter(self, state: Dict[str, Any], call_tensors: Sequence[torch.Tensor] = ()) -> ExitStack:
         stack = ExitStack()
         stack.enter_context(self.peft.switch.use(state['task']))
-        if state.get('call') is not None:
-            stack.enter_context(self.peft.method.use_call(state['call'], call_tensors))
+        providers, states, counts = state['call']
+        call_tensors = list(call_tensors)
+        for m, st, k in zip(providers, states, counts):
+            stack.enter_context(m.use_call(st, call_tensors[:k]))
+            call_tensors = call_tensors[k:]
         devices = [state['device']] if state['device'].type == 'cuda' else []
         stack.enter_context(torch.random.fork_rng(devices=devices))
         torch.set_rng_state(state['cpu_rng'])

@@ -6,7 +6,8 @@ every block its own P new tokens, and the previous block's prompt outputs are dr
 appended after the image tokens (a plain ViT block is permutation-equivariant, so the position does
 not matter) and removed again at each block's output, so every intermediate feature map a backbone
 returns (``out_indices``) has the plain shape; VPT-shallow carries the prompt states from one block to
-the next beside the sequence.
+the next beside the sequence, within the backbone call (:class:`PromptCarry`; under ``with_cp`` they are
+inputs and outputs of each checkpointed block).
 
 Swin (windowed attention, shifted windows, patch merging): **prompts are extra keys and values of
 every window.** Each block's P prompts (width d of that stage) go through the block's frozen ``qkv``
@@ -19,6 +20,7 @@ tasks on Swin-T); VPT-shallow: prompts at the first block only (50 * 96 per task
 Prompts that act as keys/values only are what VPT-deep does on a ViT anyway (each layer's prompt
 outputs are discarded), minus the block's LayerNorm, which learnable prompts do not need.
 """
+import contextlib
 import math
 from typing import List, Optional, Sequence
 
@@ -28,6 +30,24 @@ import torch.nn as nn
 from ..registry import PEFT_METHODS
 from .layout import find_blocks, get_module
 from .taskwise import TaskSwitch, TaskWise, TaskWiseMethod
+
+
+class PromptCarry:
+    """VPT-shallow's prompt states between the blocks of the backbone call in flight (plain ViT): set by a
+    block's output hook, read by the next block's input hook, cleared at the start and end of each call.
+    Shared by the method and its prompts as a plain attribute; a deep copy or a pickle starts empty."""
+
+    def __init__(self):
+        self.tensor: Optional[torch.Tensor] = None
+
+    def clear(self, *args) -> None:
+        self.tensor = None
+
+    def __deepcopy__(self, memo):
+        return PromptCarry()
+
+    def __reduce__(self):
+        return PromptCarry, ()
 
 
 class PromptTokens(TaskWise):
@@ -41,10 +61,6 @@ class PromptTokens(TaskWise):
         super().__init__(switch)
         self.init_bound = init_bound
         self.prompts = nn.Parameter(torch.empty(switch.num_tasks, num_tokens, dims))
-        # VPT-shallow on a plain ViT: the first and last block, and the prompt states between blocks
-        self._first: List[nn.Module] = []
-        self._last: List[nn.Module] = []
-        self._carry: Optional[torch.Tensor] = None
         self.reset_parameters()
 
     @property
@@ -57,25 +73,32 @@ class PromptTokens(TaskWise):
     def tokens(self) -> torch.Tensor:
         return self.prompts[self.t]
 
+    def _joined(self, args, p: torch.Tensor):
+        x = args[0]
+        return (torch.cat([x, p.expand(x.shape[0], -1, -1)], dim=1),) + args[1:]  # p: (1 or B, P, d)
+
     # -- VPT-deep on a plain ViT: this block's prompts in, their outputs out ------------------------
     def insert(self, module: nn.Module, args):
-        x = args[0]
-        return (torch.cat([x, self.tokens().unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1),) + args[1:]
+        return self._joined(args, self.tokens().unsqueeze(0))
 
     def strip(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
         return output[:, :-self.num_tokens]
 
     # -- VPT-shallow on a plain ViT: the first block takes the prompts, later ones the carried states
+    def insert_first(self, module: nn.Module, args):
+        return self._joined(args, self.tokens().unsqueeze(0))
+
     def insert_carried(self, module: nn.Module, args):
-        x = args[0]
-        p = self.tokens().unsqueeze(0).expand(x.shape[0], -1, -1) if module is self._first[0] else self._carry
-        if p is None:
-            raise RuntimeError('VPT-shallow: a later block ran before the first one in this forward')
-        return (torch.cat([x, p], dim=1),) + args[1:]
+        if self.carry.tensor is None:
+            raise RuntimeError('VPT-shallow: a later block ran before the first one in this backbone call')
+        return self._joined(args, self.carry.tensor)
 
     def strip_carried(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
-        # the last block's prompt outputs are not used; dropping them frees their graph
-        self._carry = None if module is self._last[0] else output[:, -self.num_tokens:]
+        self.carry.tensor = output[:, -self.num_tokens:]
+        return output[:, :-self.num_tokens]
+
+    def strip_last(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+        self.carry.tensor = None  # the last block's prompt outputs are not used: dropping them frees their graph
         return output[:, :-self.num_tokens]
 
     def extra_repr(self) -> str:
@@ -106,6 +129,7 @@ class VPT(TaskWiseMethod):
         if not isinstance(num_tokens, int) or num_tokens < 1:
             raise ValueError(f'num_tokens must be a positive int, got {num_tokens!r}')
         self.num_tokens, self.deep = num_tokens, deep
+        self.carry = PromptCarry()  # VPT-shallow on a plain ViT
 
     def _inject(self, peft) -> None:
         backbone = peft.model
@@ -124,15 +148,34 @@ class VPT(TaskWiseMethod):
                 peft.hook(blk.name, prompts.insert, pre=True)
                 peft.hook(blk.name, prompts.strip)
         if not blocks[0].windowed and not self.deep:
-            self._not_checkpointable = ('VPT-shallow on a plain ViT carries the prompt states from block to block '
-                                        'beside the sequence, which a recomputed block cannot reproduce; use '
-                                        'VPTDeep, or with_cp=False')
+            # the prompt states travel beside the sequence from block to block, within one backbone call
             prompts = get_module(backbone, peft.injected[0])
-            prompts._first.append(get_module(backbone, blocks[0].name))
-            prompts._last.append(get_module(backbone, blocks[-1].name))
-            for blk in blocks:
-                peft.hook(blk.name, prompts.insert_carried, pre=True)
-                peft.hook(blk.name, prompts.strip_carried)
+            vars(prompts)['carry'] = self.carry
+            peft.hook('', self.carry.clear, pre=True, gated=False)
+            peft.hook('', self.carry.clear, always_call=True, gated=False)
+            for i, blk in enumerate(blocks):
+                peft.hook(blk.name, prompts.insert_first if i == 0 else prompts.insert_carried, pre=True)
+                peft.hook(blk.name, prompts.strip_last if i == len(blocks) - 1 else prompts.strip_carried)
+
+    # -- with_cp: a checkpointed block's carried prompt states are its inputs and outputs -----------
+    def capture_call(self):
+        return None, ([self.carry.tensor] if self.carry.tensor is not None else [])
+
+    @contextlib.contextmanager
+    def use_call(self, state, tensors):
+        previous = self.carry.tensor
+        self.carry.tensor = tensors[0] if tensors else None
+        try:
+            yield
+        finally:
+            self.carry.tensor = previous
+
+    def call_outputs(self) -> List[torch.Tensor]:
+        return [self.carry.tensor] if self.carry.tensor is not None else []
+
+    def set_call_outputs(self, tensors: List[torch.Tensor]) -> None:
+        if tensors:
+            self.carry.tensor = tensors[0]
 
     def __repr__(self) -> str:
         return f'VPT(num_tokens={self.num_tokens}, deep={self.deep}, num_tasks={self.num_tasks})'
