@@ -122,8 +122,8 @@ def vtab_path(method: str, slug: str) -> str:
     return osp.join(BASE_VTAB, f'vit-b_{method}_vtab1k-{slug}.py')
 
 
-def fgvc_path(method: str, slug: str) -> str:
-    return osp.join(BASE_FGVC, f'vit-b-in21k_{method}_{slug}.py')
+def fgvc_path(method: str, slug: str, weights: str = 'in21k') -> str:
+    return osp.join(BASE_FGVC, f'vit-b-{weights}_{method}_{slug}.py')
 
 
 def test_files_are_what_the_generator_writes():
@@ -139,7 +139,23 @@ def test_files_are_what_the_generator_writes():
     assert on_disk == set(files)
     expected = {osp.relpath(vtab_path(m, s), ROOT) for m in VTAB_METHODS for s in VTAB}
     expected |= {osp.relpath(fgvc_path(m, s), ROOT) for m in FGVC_METHODS for s in FGVC}
-    assert expected == {r for r in files if '_base_' not in r}  # 8 x 19 + 6 x 6, nothing else
+    expected |= {osp.relpath(fgvc_path(m, s, 'mae'), ROOT) for m in FGVC_METHODS for s in FGVC}
+    assert expected == {r for r in files if '_base_' not in r}  # 9 x 19 + 2 x 6 x 6, nothing else
+
+
+@pytest.mark.parametrize('method', FGVC_METHODS)
+def test_mae_rows_are_the_in21k_rows_with_the_mae_settings(method):
+    """Table 3's MAE column: the in21k row of the method with what the MAE HST row changes."""
+    for slug in ('cub200', 'stanford-cars'):
+        row, base = load(fgvc_path(method, slug, 'mae')), load(fgvc_path(method, slug))
+        hst_mae = load(osp.join(HST_FGVC, f'vit-b-mae_hst_{slug}.py'))
+        assert row.model.backbone.backbone.init_cfg.checkpoint == 'pretrain/mae_pretrain_vit_base.pth'
+        assert row.model.backbone.method == base.model.backbone.method
+        assert row.data_preprocessor == hst_mae.data_preprocessor != base.data_preprocessor
+        assert row.optim_wrapper.optimizer == dict(base.optim_wrapper.optimizer, lr=hst_mae.optim_wrapper.optimizer.lr,
+                                                   weight_decay=hst_mae.optim_wrapper.optimizer.weight_decay)
+        assert row.param_scheduler == hst_mae.param_scheduler
+        assert row.train_dataloader == base.train_dataloader and row.model.head == base.model.head
 
 
 def test_every_row_names_the_recipe_of_its_task():

@@ -9,7 +9,9 @@ decay / drop path / classes. What this script writes (all of it generated; edit 
 - ``configs/baselines/vtab1k/vit-b_<method>_vtab1k-<task>.py``: one per (method, task), 8 x 19;
 - ``configs/baselines/fgvc/_base_/vit-b-in21k_<method>_fgvc.py``: one base per Table 3 method,
   inheriting ``configs/hst/_base_/hst_vit-b_fgvc.py``;
-- ``configs/baselines/fgvc/vit-b-in21k_<method>_<dataset>.py``: one per (method, dataset), 6 x 6.
+- ``configs/baselines/fgvc/vit-b-in21k_<method>_<dataset>.py``: one per (method, dataset), 6 x 6;
+- ``configs/baselines/fgvc/vit-b-mae_<method>_<dataset>.py``: Table 3's MAE column, the in21k row with the
+  MAE settings of ``configs/hst/fgvc/vit-b-mae_hst_<dataset>.py``, 6 x 6.
 
 A per-task file is the HST per-task file's text (``configs/hst/vtab1k/vit-b_hst_vtab1k-<task>.py``,
 ``configs/hst/fgvc/vit-b-in21k_hst_<dataset>.py``) with its header, ``_base_`` and ``model`` lines
@@ -121,6 +123,13 @@ MODEL_LINES = {
     'model = dict(head=dict(num_classes=num_classes))': 'model = dict(head=dict(num_classes=num_classes))',
 }
 
+# the MAE HST rows' model line: the checkpoint goes to the baseline's ViTEncoder
+MAE_MODEL_LINES = {
+    "model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='pretrain/mae_pretrain_vit_base.pth')))":
+        "model = dict(backbone=dict(backbone=dict(\n"
+        "    init_cfg=dict(type='Pretrained', checkpoint='pretrain/mae_pretrain_vit_base.pth'))))",
+}
+
 BASE_TEMPLATE = '''\
 {intro}
 # The ViT is mmpeft's ViTEncoder: a timm vit_base_patch16_224 that loads the in21k / MAE / mmpretrain
@@ -159,8 +168,9 @@ def _hst_rows(folder: str, prefix: str) -> List[Tuple[str, str]]:
     return [(osp.basename(p)[len(prefix):-3], p) for p in paths]
 
 
-def _task_part(path: str) -> str:
+def _task_part(path: str, model_lines: Dict[str, str] = None) -> str:
     """The HST row's text after its header comment and ``_base_`` line, ``model`` line rewritten."""
+    model_lines = MODEL_LINES if model_lines is None else model_lines
     lines = open(path).read().splitlines()
     starts = [k for k, ln in enumerate(lines) if ln.startswith('_base_ = ')]
     if len(starts) != 1:
@@ -169,10 +179,10 @@ def _task_part(path: str) -> str:
     out = []
     for ln in body:
         if ln.startswith('model = '):
-            if ln not in MODEL_LINES:
-                raise ValueError(f'{path}: unknown model line {ln!r}; add its baseline form to MODEL_LINES '
-                                 f'in {osp.relpath(__file__, ROOT)}')
-            ln = MODEL_LINES[ln]
+            if ln not in model_lines:
+                raise ValueError(f'{path}: unknown model line {ln!r}; add its baseline form to MODEL_LINES / '
+                                 f'MAE_MODEL_LINES in {osp.relpath(__file__, ROOT)}')
+            ln = model_lines[ln]
         out.append(ln)
     return '\n'.join(out).strip('\n') + '\n'
 
@@ -198,7 +208,8 @@ def _paper_accuracies() -> Dict[Tuple[str, str, str], float]:
     data = json.load(open(osp.join(ROOT, 'tools', 'analysis_tools', 'paper_tables.json')))
     to_config = dict(data.get('config_method', {}))
     out = {}
-    for table, family, setting in (('hst-vtab', 'vtab1k', 'vtab1k'), ('hst-fgvc', 'fgvc', 'in21k')):
+    for table, family, setting in (('hst-vtab', 'vtab1k', 'vtab1k'), ('hst-fgvc', 'fgvc', 'in21k'),
+                                   ('hst-fgvc', 'fgvc-mae', 'mae')):
         for e in data[table]['entries']:
             if e['setting'] == setting:
                 m = to_config.get(e['method_key'], e['method_key'])
@@ -252,6 +263,20 @@ def render() -> Dict[str, str]:
                 head += '\n' + GENERATED.format(src=rel_src) + '\n'
                 text = head + f"_base_ = ['./_base_/{base_name}']\n\n" + _task_part(src)
                 files[osp.relpath(osp.join(out, name(m, slug)), ROOT)] = text
+    # Table 3's MAE column: each in21k row with the MAE weights and the MAE HST row's settings (normalisation,
+    # lr / weight decay of the authors' MAE script), copied from configs/hst/fgvc/vit-b-mae_hst_<dataset>.py
+    for m in FGVC_METHODS:
+        spec = METHODS[m]
+        for slug, src in _hst_rows(HST_FGVC, 'vit-b-mae_hst_'):
+            rel_src = osp.relpath(src, ROOT)
+            acc = paper.get((m, 'fgvc-mae', slug))
+            head = _comment(f'{spec["label"]} with the MAE ViT-B/16 (Table 3, MAE column) {_header(src)}'
+                            + (f' Paper Table 3: {acc}% top-1 (MAE).' if acc is not None else '')
+                            + f' The in21k row vit-b-in21k_{m}_{slug}.py with the MAE settings of {rel_src};'
+                            f' #Param: as the in21k row.')
+            head += '\n' + GENERATED.format(src=rel_src) + '\n'
+            text = head + f"_base_ = ['./vit-b-in21k_{m}_{slug}.py']\n\n" + _task_part(src, MAE_MODEL_LINES)
+            files[osp.relpath(osp.join(OUT_FGVC, f'vit-b-mae_{m}_{slug}.py'), ROOT)] = text
     return files
 
 
