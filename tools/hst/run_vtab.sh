@@ -15,4 +15,5 @@ if [ $# -lt 2 ]; then
   echo "usage: bash tools/hst/run_vtab.sh CONFIG_PREFIX GPUS [KEY=VALUE ...]" >&2
   exit 2
 fi
-exec bash "$(dirname "${BASH_SOURCE[0]}")/sweep.sh" 2 "$@"
+# classification: no test-time augmentation in the paper (sweep.sh would look for one in every config)
+TTA=${TTA:-0} exec bash "$(dirname "${BASH_SOURCE[0]}")/sweep.sh" 2 "$@"

@@ -10,6 +10,8 @@
 #
 # Per config NAME the work dir is $WORK_ROOT/NAME (default work_dirs/NAME, as tools/train.py's):
 #   test_metrics.json  the test metrics (tools/test.py --out); its presence marks NAME done (skipped)
+#   test_metrics_tta.json  for configs with a test-time augmentation (tta_model + tta_pipeline, e.g. the
+#                      ADE20K rows: Table 5's +MS column), the metrics of tools/test.py --tta; TTA=0 skips it
 #   train_done         written after training ended; holds the checkpoint tested
 # An interrupted training resumes from the work dir's latest checkpoint (tools/train.py --resume); a
 # finished one is only tested. DRY_RUN=1 prints the commands instead of running them.
@@ -27,6 +29,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PYTHON=${PYTHON:-$( [ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python )}
 WORK_ROOT=${WORK_ROOT:-work_dirs}
 DRY_RUN=${DRY_RUN:-0}
+TTA=${TTA:-1}
 
 case "$GPUS" in
   ''|*[!0-9]*|0) echo "sweep: GPUS must be a positive integer, got '$GPUS'" >&2; exit 2 ;;
@@ -56,12 +59,41 @@ run() {  # a command, or its echo under DRY_RUN=1
 cfg_options=()
 if [ ${#OPTIONS[@]} -gt 0 ]; then cfg_options=(--cfg-options "${OPTIONS[@]}"); fi
 
+# the configs that define a test-time augmentation (tools/test.py --tta uses it), read in one process
+TTA_NAMES=""
+if [ "$TTA" != 0 ]; then
+  TTA_NAMES=$("$PYTHON" - "${CONFIGS[@]}" <<'PY'
+import functools, os.path as osp, sys
+import mmengine.config.utils as utils
+utils.load = functools.lru_cache(maxsize=None)(utils.load)  # the toolboxes' metafiles, once
+from mmengine.config import Config
+for path in sys.argv[1:]:
+    cfg = Config.fromfile(path)
+    if cfg.get('tta_model') and cfg.get('tta_pipeline'):
+        print(osp.splitext(osp.basename(path))[0])
+PY
+)
+fi
+has_tta() { grep -qx -- "$1" <<< "$TTA_NAMES"; }
+test_cmd() {  # CONFIG CKPT WORK_DIR OUT [--tta]
+  if [ "$GPUS" -gt 1 ]; then
+    run bash "$ROOT/tools/dist_test.sh" "$1" "$2" "$GPUS" --work-dir "$3" --out "$4" "${@:5}" \
+      "${cfg_options[@]+"${cfg_options[@]}"}"
+  else
+    run "$PYTHON" "$ROOT/tools/test.py" "$1" "$2" --work-dir "$3" --out "$4" "${@:5}" \
+      "${cfg_options[@]+"${cfg_options[@]}"}"
+  fi
+}
+
 echo "sweep: ${#CONFIGS[@]} configs matching ${PREFIX}*.py on $GPUS GPU(s)"
 for cfg in "${CONFIGS[@]}"; do
   name=$(basename "$cfg" .py)
   wd="$WORK_ROOT/$name"
   result="$wd/test_metrics.json"
-  if [ -f "$result" ]; then
+  tta_result="$wd/test_metrics_tta.json"
+  tta=0
+  if has_tta "$name"; then tta=1; fi
+  if [ -f "$result" ] && { [ "$tta" = 0 ] || [ -f "$tta_result" ]; }; then
     echo "[done]  $name ($result)"
     continue
   fi
@@ -83,13 +115,13 @@ for cfg in "${CONFIGS[@]}"; do
     fi
   fi
   ckpt=$( [ -f "$wd/train_done" ] && cat "$wd/train_done" || echo "<checkpoint named in $wd/last_checkpoint>" )
-  echo "[test]  $name: $ckpt"
-  if [ "$GPUS" -gt 1 ]; then
-    run bash "$ROOT/tools/dist_test.sh" "$cfg" "$ckpt" "$GPUS" --work-dir "$wd/test" --out "$result" \
-      "${cfg_options[@]+"${cfg_options[@]}"}"
-  else
-    run "$PYTHON" "$ROOT/tools/test.py" "$cfg" "$ckpt" --work-dir "$wd/test" --out "$result" \
-      "${cfg_options[@]+"${cfg_options[@]}"}"
+  if [ ! -f "$result" ]; then
+    echo "[test]  $name: $ckpt"
+    test_cmd "$cfg" "$ckpt" "$wd/test" "$result"
+  fi
+  if [ "$tta" = 1 ] && [ ! -f "$tta_result" ]; then
+    echo "[tta]   $name: $ckpt"
+    test_cmd "$cfg" "$ckpt" "$wd/test_tta" "$tta_result" --tta
   fi
 done
 
