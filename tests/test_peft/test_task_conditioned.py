@@ -219,3 +219,47 @@ def test_added_keys_are_known_to_loaders_that_see_part_of_the_model():
     assert injected_state_keys(model.stages[0]) == []  # nothing added inside a stage
     model.peft.detach()
     assert injected_state_keys(model) == [] and 'peft_added' not in vars(model)
+
+
+FAMILIES = dict(
+    mmdet_swin=dict(type='mmdet.SwinTransformer', embed_dims=16, depths=(2, 2), num_heads=(1, 2), strides=(4, 2),
+                    window_size=4, out_indices=(0, 1)),
+    mmpretrain_swin=dict(type='mmpretrain.SwinTransformer', window_size=4, img_size=32, out_indices=(0, 1),
+                         arch=dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2)), pad_small_map=True),
+    timm_vit=TIMM_VIT,
+    mmpretrain_vit=dict(type='mmpretrain.VisionTransformer', img_size=32, patch_size=8, out_indices=(0, 1),
+                        arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64),
+                        out_type='featmap'),
+)
+METHODS = dict(Hyperformer=dict(reduction_ratio=4, embed_dims_task=8),
+               Polyhistor=dict(reduction_ratio=4, rank=2, embed_dims_task=8),
+               PolyhistorLite=dict(embed_dims_task=8))
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+@pytest.mark.parametrize('method', list(METHODS))
+def test_batched_equals_per_task_on_every_family(family, method):
+    """One pass over the T*B images gives each task's per-task pass: outputs and gradients."""
+    torch.manual_seed(0)
+    bb = build_peft_backbone(dict(FAMILIES[family]), dict(type=method, tasks=list(TASKS), **METHODS[method]))
+    randomize(bb)
+    bb.eval()
+    x = torch.randn(2, 3, 32, 32)
+    g = torch.Generator().manual_seed(3)
+    results = []
+    for batched in (True, False):
+        bb.zero_grad()
+        out = bb.peft.forward_tasks(x, ['sal', 'semseg'], batched=batched)
+        if not results:
+            readout = {t: [torch.randn(f.shape, generator=g) for f in feats] for t, feats in out.items()}
+        sum((f * w).sum() for t in out for f, w in zip(out[t], readout[t])).backward()
+        results.append((out, {n: p.grad.clone() for n, p in bb.named_parameters() if p.grad is not None}))
+    (a, ga), (b, gb) = results
+    assert list(a) == ['sal', 'semseg']
+    for t in a:
+        for u, v in zip(a[t], b[t]):
+            torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
+    assert (a['sal'][-1] - a['semseg'][-1]).abs().max() > 1e-3  # the tasks really differ
+    assert ga.keys() == gb.keys() and ga
+    for n in ga:
+        assert (ga[n] - gb[n]).norm() <= 1e-5 * gb[n].norm() + 1e-6, n
