@@ -206,7 +206,7 @@ class Adapter(TaskWiseMethod):
                 # sequential: after the attention's output projection / the MLP (before residual);
                 # parallel: beside the whole attention / MLP, reading the same normalised input
                 target = {('attn', False): blk.proj, ('attn', True): blk.attn,
-                          ('mlp', False): blk.mlp, ('mlp', True): blk.mlp}[pos, parallel]
+                          ('mlp', False): blk.mlp, ('mlp', True): blk.ffn}[pos, parallel]
                 peft.hook(target, adapter.hook)
 
     def __repr__(self) -> str:

@@ -18,6 +18,13 @@ paper calls the scale an "adapter output scale", i.e. LoRA ran inside its adapte
 carry a LayerNorm on their input (the same 2d that its Adapter and Compacter rows show, see
 :mod:`mmpeft.peft.adapter`). ``norm=True`` reproduces that (0.318M) at the price of mergeability (a
 LayerNorm inside the branch does not fold into ``W``); the default, plain LoRA, gives 0.283M.
+
+mmdet's PVT packs its query / key / value projection in ``nn.MultiheadAttention.in_proj_weight`` (3d, d),
+no ``nn.Linear``: there the ``qkv`` / ``q`` / ``k`` / ``v`` branches live under ``attn.attn`` (``lora_qkv``
+...) and change the projected queries (from the tokens) and keys / values (from the spatially reduced
+tokens) through :class:`~mmpeft.peft.layout.SpatialReductionAttentionExtras`; ``proj`` acts on
+``attn.attn.out_proj``. Such an attachment does not merge (the attention runs through the extras class);
+the MLP's ``fc1`` / ``fc2`` are 1x1 convolutions there, which LoRA does not target (an error).
 """
 import math
 import warnings
@@ -28,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import PEFT_METHODS
-from .layout import find_blocks, get_module
+from .layout import InProjectionDelta, find_blocks, get_module
 from .taskwise import TaskSwitch, TaskWise, TaskWiseMethod
 
 #: targets LoRA knows: the fused qkv (one pair over all 3d outputs), one of its q / k / v row blocks
@@ -84,12 +91,15 @@ class LoRABranch(TaskWise):
         """``W <- W - s B_t A_t``."""
         self._rows(base).sub_(self.delta_weight(t).to(base.weight.dtype))
 
-    def hook(self, module: nn.Linear, args, output: torch.Tensor) -> torch.Tensor:
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """``s B_t A_t x`` (..., d_rows) for the branch input ``x`` (..., d_in) (after the branch norm)."""
         t = self.t
-        x = args[0]
         if self.norm:
             x = F.layer_norm(x, x.shape[-1:], self.norm_weight[t], self.norm_bias[t])
-        delta = F.linear(F.linear(self.dropout(x), self.A[t]), self.B[t]) * self.scaling
+        return F.linear(F.linear(self.dropout(x), self.A[t]), self.B[t]) * self.scaling
+
+    def hook(self, module: nn.Linear, args, output: torch.Tensor) -> torch.Tensor:
+        delta = self.delta(args[0])
         if self.rows is None:
             return output + delta
         lo, hi = self.rows
@@ -140,27 +150,38 @@ class LoRA(TaskWiseMethod):
         self.norm = norm
         self.mergeable = not norm
 
-    def _sites(self, backbone: nn.Module) -> List[Tuple[str, str, nn.Linear, Optional[Tuple[int, int]], int]]:
-        """(target, linear name, linear, updated rows, number of rows) for every targeted linear."""
+    def _sites(self, backbone: nn.Module) -> List[Tuple]:
+        """(target, linear name, linear, updated rows, number of rows, block) for every targeted linear; on
+        PVT the "linear" of q / k / v is the ``nn.MultiheadAttention`` holding the packed projection."""
         sites = []
         for blk in find_blocks(backbone):
             for target in self.targets:
-                linear_name = dict(q=blk.qkv, k=blk.qkv, v=blk.qkv, qkv=blk.qkv, proj=blk.proj,
-                                   fc1=blk.fc1, fc2=blk.fc2)[target]
+                if blk.in_proj is not None and target in ('qkv', 'q', 'k', 'v'):  # PVT: packed in_proj_weight
+                    d = blk.dims
+                    i = 'qkv'.index(target) if target != 'qkv' else None
+                    rows = None if i is None else (i * d, (i + 1) * d)
+                    sites.append((target, blk.in_proj, get_module(backbone, blk.in_proj), rows,
+                                  3 * d if i is None else d, blk))
+                    continue
+                fix = (f"choose LoRA targets from {('qkv', 'q', 'k', 'v', 'proj')} on this backbone"
+                       if blk.family == 'pvt' else '')
+                linear_name = (blk.out_proj if target == 'proj' else
+                               blk.require('qkv' if target in ('q', 'k', 'v') else target,
+                                           f'LoRA target {target!r}', fix))
                 linear: nn.Linear = get_module(backbone, linear_name)
                 rows, out_rows = None, linear.out_features
                 if target in ('q', 'k', 'v'):
                     d = linear.in_features
                     i = 'qkv'.index(target)
                     rows, out_rows = (i * d, (i + 1) * d), d
-                sites.append((target, linear_name, linear, rows, out_rows))
+                sites.append((target, linear_name, linear, rows, out_rows, blk))
         return sites
 
     def _check_rank(self, sites) -> None:
         """A rank above a layer's width adds parameters without adding rank (``B A`` has rank at most
         ``min(d_in, d_out)``): reject it. A rank equal to the width is a full-rank update, i.e. full
         fine-tuning of that weight with more parameters than the weight: allowed (a valid baseline), warned."""
-        width = {name: (out_rows, lin.in_features) for _, name, lin, _, out_rows in sites}
+        width = {name: (out_rows, _in_features(lin)) for _, name, lin, _, out_rows, _ in sites}
         too_big = [n for n, (d_out, d_in) in width.items() if self.rank > min(d_out, d_in)]
         if too_big:
             name = min(too_big, key=lambda n: min(width[n]))
@@ -178,15 +199,27 @@ class LoRA(TaskWiseMethod):
     def _inject(self, peft) -> None:
         sites = self._sites(peft.model)
         self._check_rank(sites)
-        for target, linear_name, linear, rows, out_rows in sites:
-            branch = LoRABranch(self.switch, linear.in_features, out_rows, self.rank, self.scaling,
+        for target, linear_name, linear, rows, out_rows, blk in sites:
+            branch = LoRABranch(self.switch, _in_features(linear), out_rows, self.rank, self.scaling,
                                 rows, self.dropout, self.norm)
             owner, _, local = linear_name.rpartition('.')
+            if isinstance(linear, nn.MultiheadAttention):  # PVT: q / k / v rows of the packed projection
+                peft.add(linear_name, f'lora_{target}', branch)
+                peft.spatial_reduction_attention(blk.attn, in_proj=InProjectionDelta(
+                    branch.delta, rows or (0, 3 * blk.dims), blk.dims))
+                continue
             attr = f'lora_{target}' if target in ('q', 'k', 'v') else f'lora_{local}'
             peft.add(owner, attr, branch)
+            if blk.in_proj is not None:  # PVT's out_proj: called as a module only by the extras class
+                peft.spatial_reduction_attention(blk.attn)
             # merging folds s B A into the linear's weight; with the norm the branch is not linear
             peft.hook(linear_name, branch.hook, merge_with=None if self.norm else branch)
 
     def __repr__(self) -> str:
         return (f'LoRA(rank={self.rank}, scaling={self.scaling}, targets={self.targets}, '
                 f'norm={self.norm}, num_tasks={self.num_tasks})')
+
+
+def _in_features(linear: nn.Module) -> int:
+    """d_in of an nn.Linear, or of the packed projection of an nn.MultiheadAttention (PVT)."""
+    return linear.embed_dim if isinstance(linear, nn.MultiheadAttention) else linear.in_features

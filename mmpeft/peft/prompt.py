@@ -134,6 +134,11 @@ class VPT(TaskWiseMethod):
     def _inject(self, peft) -> None:
         backbone = peft.model
         blocks = find_blocks(backbone)
+        if any(b.family == 'pvt' for b in blocks):
+            raise ValueError(f'{type(self).__name__} does not support mmdet PyramidVisionTransformer (PVT): its blocks '
+                             f'reshape the token sequence to the (H, W) map (spatial reduction of keys / values, '
+                             f'MixFFN convolutions), so prompt tokens cannot join it. Fix: another method on PVT '
+                             f'(LoRA, BitFit, adapters, Polyhistor), or VPT on a Swin / ViT backbone')
         windowed = {b.windowed for b in blocks}
         if len(windowed) > 1:
             raise ValueError(f'{type(backbone).__name__} mixes windowed and global attention blocks; '

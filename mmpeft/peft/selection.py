@@ -17,6 +17,11 @@ separate fine-tunings of that subset, in one backbone. Biases are added at their
 Counts (Swin-T, 4 tasks): relative bias 0.09M (Table 1: 0.09); BitFit 0.21M with the ``bias`` tensors
 alone, 0.30M (Table 1: 0.30) when the relative position bias tables are tuned too, i.e. Polyhistor's
 BitFit took every parameter with "bias" in its name; ``relative_position_bias=True`` reproduces it.
+
+``nn.MultiheadAttention`` (mmdet's PVT) keeps its query / key / value bias as ``in_proj_bias``: BitFit
+trains it too. Task-wise, its delta and that of ``out_proj.bias`` act through
+:class:`~mmpeft.peft.layout.SpatialReductionAttentionExtras` (``nn.MultiheadAttention`` calls neither
+projection as a module); an ``nn.MultiheadAttention`` outside a PVT block is an error.
 """
 from typing import List, Optional, Sequence
 
@@ -25,7 +30,7 @@ import torch.nn as nn
 
 from ..registry import PEFT_METHODS
 from .base import PEFTMethod
-from .layout import get_module
+from .layout import InProjectionDelta, find_blocks, get_module
 from .taskwise import TaskSwitch, TaskWise, TaskWiseMethod
 
 
@@ -75,6 +80,11 @@ class TaskDelta(TaskWise):
     def table(self) -> torch.Tensor:
         return self._frozen[0] + self.delta[self.t]
 
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """``delta_t`` whatever the input (a bias delta as :class:`~mmpeft.peft.layout.InProjectionDelta`
+        takes it)."""
+        return self.delta[self.t]
+
 
 #: operations whose bias is added to their output: channel axis of that output
 _BIAS_OWNERS = ((nn.Linear, -1), (nn.LayerNorm, -1), (nn.Conv1d, 1), (nn.Conv2d, 1), (nn.Conv3d, 1),
@@ -91,8 +101,30 @@ class _TaskWiseSelection(TaskWiseMethod):
 
     def _add_bias_deltas(self, peft) -> None:
         backbone = peft.model
+        mha = {n: m for n, m in backbone.named_modules() if isinstance(m, nn.MultiheadAttention)}
+        pvt = {}  # PVT: nn.MultiheadAttention name -> (its SpatialReductionAttention, d)
+        if mha:
+            try:
+                pvt = {b.in_proj: (b.attn, b.dims) for b in find_blocks(backbone) if b.in_proj is not None}
+            except ValueError:  # no block layout known here: every nn.MultiheadAttention bias is an error below
+                pvt = {}
         for name, p in list(backbone.named_parameters()):
             owner_name, _, local = name.rpartition('.')
+            parent = owner_name.rpartition('.')[0]
+            in_proj = owner_name in mha and local == 'in_proj_bias'
+            out_proj = local == 'bias' and parent in mha and owner_name == f'{parent}.out_proj'
+            if in_proj or out_proj:
+                where = owner_name if in_proj else parent
+                if where not in pvt:
+                    raise ValueError(f'task-wise {type(self).__name__}: "{name}" belongs to the nn.MultiheadAttention '
+                                     f'{where!r}, which uses its projections inside one function (no hook sees '
+                                     f'them); supported only inside mmdet PVT blocks')
+                sra, d = pvt[where]
+                if in_proj:
+                    delta = peft.add(owner_name, 'task_bias', TaskDelta(self.switch, p))
+                    peft.spatial_reduction_attention(sra, in_proj=InProjectionDelta(delta.value, (0, 3 * d), d))
+                    continue
+                peft.spatial_reduction_attention(sra)  # out_proj is called as a module: its hook acts
             if local != 'bias':
                 continue
             owner = get_module(backbone, owner_name)
@@ -140,7 +172,7 @@ class BitFit(_TaskWiseSelection):
     def trainable_patterns(self, backbone: nn.Module) -> List[str]:
         if self.num_tasks > 1:
             return super().trainable_patterns(backbone)
-        patterns = [r'(.*\.)?bias$']
+        patterns = [r'(.*\.)?(in_proj_)?bias$']  # in_proj_bias: nn.MultiheadAttention's q / k / v bias
         if self.relative_position_bias:
             patterns.append(r'(.*\.)?relative_position_bias_table$')
         return patterns

@@ -109,7 +109,13 @@ class SSF(TaskWiseMethod):
 
     def _inject(self, peft) -> None:
         backbone = peft.model
-        scope = transformer_scope(find_blocks(backbone))
+        blocks = find_blocks(backbone)
+        if any(b.family == 'pvt' for b in blocks):
+            raise ValueError('SSF does not support mmdet PyramidVisionTransformer (PVT): its attention projects '
+                             'queries / keys / values and the output inside nn.MultiheadAttention (in_proj_weight, '
+                             'out_proj.weight), where no hook can scale and shift them. Fix: another method on PVT '
+                             '(LoRA, BitFit, adapters, Polyhistor), or SSF on a Swin / ViT backbone')
+        scope = transformer_scope(blocks)
         prefix = scope + '.' if scope else ''
         ops = [(prefix + n, m) for n, m in get_module(backbone, scope).named_modules()
                if isinstance(m, SSF_TYPES) and n]

@@ -1,0 +1,13 @@
+# Polyhistor Table 7 (PVT-Small, frozen), PASCAL-Context 4 tasks: "Low-rank adapter", 0.25M / 2.36M, -3.08%
+# (Encoder / All trainable, delta_m). The Swin-T row (rank-2 projections, after attention and MLP) with
+# rho = 16, as the other adapter rows of this table (the Swin-T row's rho = 2 would give 0.32M).
+# Weights: pretrain/pvt_small.pth (official PVT-Small, ImageNet-1k), converted by mmdet, checked: _base_/pvt-small.py
+_base_ = ['../../baselines/low-rank-adapter_swin-t_pascal-context-mt-512x512.py', './_base_/pvt-small.py']
+
+model = dict(backbone=dict(method=dict(reduction_ratio=16), backbone={{_base_.pvt_small_replacing}}),
+             decode_head=dict(in_channels={{_base_.pvt_small_widths}}))
+val_evaluator = dict(single_task_baselines={{_base_.pvt_small_single_task_baselines}})
+test_evaluator = val_evaluator
+custom_hooks = [dict(type='TrainableParamsHook',
+                     expect_trainable=[r'backbone\..*\.adapter_(attn|mlp)\.', r'decode_heads\.'],
+                     expect_frozen={{_base_.pvt_small_frozen}})]
