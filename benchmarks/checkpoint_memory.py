@@ -98,11 +98,12 @@ def build_swin(with_cp: bool, tiny: bool) -> nn.Module:
     from mmpeft.registry import MODELS
     arch = (dict(embed_dims=64, depths=(1, 1, 2, 1), num_heads=(2, 4, 8, 16), window_size=4) if tiny else
             dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7))
-    return MODELS.build(dict(type='PolyhistorSwin', mode='polyhistor', with_cp=with_cp, **arch))
+    return _AllTasks(MODELS.build(dict(type='PolyhistorSwin', mode='polyhistor', with_cp=with_cp, **arch)))
 
 
 class _AllTasks(nn.Module):
-    """``{task: features}`` of a backbone with task-wise PEFT modules: one pass per task."""
+    """``{task: features}`` of a backbone with task-wise / task-conditioned PEFT modules (one pass per task,
+    or one batched pass, as the method runs)."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()

@@ -385,6 +385,9 @@ class TaskConditionedAdapters(TaskWiseMethod):
             raise ValueError(f'{type(self).__name__}: tasks must be distinct, got {list(tasks)}')
         if peft.merged_task is not None:
             raise RuntimeError('forward_tasks with a merged task: unmerge() first')
+        check = getattr(peft.model, 'check_input', None)
+        if callable(check):  # name the user's shape, not the repeated one
+            check(x)
         groups = len(tasks)
         xs = x.unsqueeze(0).expand(groups, *x.shape).reshape(groups * x.shape[0], *x.shape[1:])
         previous, self.call.batch_tasks = self.call.batch_tasks, index

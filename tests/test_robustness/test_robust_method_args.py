@@ -88,7 +88,7 @@ def test_polyhistor_swin_whole_float_ratio_is_the_int_one():
     a = PolyhistorSwin(mode='polyhistor', reduction_ratio=2.0, rank=2, embed_dims_task=8, **TINY)
     # n = d / 2 by hand: stage-0 adapter (d=16, n=8) generates a 16 x 2n = 16 x 16 weight with rank 2
     gen = a.adapters['stage0_block0_attn'].weight
-    assert (gen.d, gen.n, gen.r) == (16, 8, 2) and a.reduction_ratio == 2
+    assert (gen.d, gen.n, gen.r) == (16, 8, 2) and a.method.reduction_ratio == 2
 
 
 def test_out_indices_and_channels_of_pretrained_swin():
@@ -105,4 +105,6 @@ def test_out_indices_and_channels_of_pretrained_swin():
 def test_polyhistor_swin_wrong_channel_count(channels):
     model = PolyhistorSwin(mode='polyhistor', reduction_ratio=4, rank=2, embed_dims_task=8, **TINY)
     with pytest.raises(ValueError, match=rf'C = in_channels = 3, got shape \(2, {channels}, 32, 32\)'):
-        model(torch.randn(2, channels, 32, 32), tasks=['sal'])
+        model(torch.randn(2, channels, 32, 32), task='sal')
+    with pytest.raises(ValueError, match=rf'C = in_channels = 3, got shape \(2, {channels}, 32, 32\)'):
+        model.peft.forward_tasks(torch.randn(2, channels, 32, 32), ['sal', 'parts'])
