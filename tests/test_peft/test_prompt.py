@@ -133,3 +133,27 @@ def test_prompted_window_attention_is_a_visible_class_that_pickles():
         assert max_diff(outputs(copy_, x), outputs(peft, x)) == 0
     peft.peft.detach()
     assert type(w_msa) is type(plain.stages[0].blocks[0].attn.w_msa)
+
+
+def test_vpt_shallow_on_a_plain_vit_under_with_cp_gives_the_same_gradients():
+    """The prompt states carried from block to block are inputs and outputs of each checkpointed block:
+    the prompts' gradient (which reaches them through every later block) equals the one without with_cp."""
+    import copy
+
+    from mmpeft.backbones import build_peft_backbone
+    vit = dict(type='mmpretrain.TIMMBackbone', model_name='vit_tiny_patch16_224', features_only=True,
+               out_indices=(0, 1, 2), img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2)
+    grads = []
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        bb = build_peft_backbone(copy.deepcopy(vit), dict(type='VPTShallow', num_tokens=3, tasks=['a', 'b']),
+                                 with_cp=with_cp)
+        assert bool(bb.peft.checkpointed) == with_cp
+        bb.train()
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        # only the last feature map: the prompts reach it through blocks 1 and 2 (carried states)
+        loss = sum(bb(x, task=t)[-1].square().mean() for t in ('a', 'b'))
+        loss.backward()
+        grads.append(bb.timm_model.model.blocks[0].vpt.prompts.grad.clone())
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
