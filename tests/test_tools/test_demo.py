@@ -5,6 +5,11 @@ bit for bit; with 2 threads its metrics move by at most 0.0013, so they are pinn
 multi-task model with PolyhistorSwin, decoders only and full fine-tuning, through tools/train.py and
 tools/test.py). Re-measure, after a change meant to alter them, by running this test with ``-s``: it
 prints each method's ``test_metrics.json``.
+
+Also checked: the demo prints one short line per phase (the tools' output goes to ``*.log`` files in
+the work dirs), exports Polyhistor-Lite as an adapter (``adapter.safetensors`` + ``adapter_config.json``)
+and draws its PNGs from the re-loaded adapter: the PNGs equal those of the trained checkpoint, and the
+re-loaded model's outputs equal the checkpoint model's.
 """
 import json
 import os
@@ -20,7 +25,7 @@ from mmpeft_testing import ROOT
 
 # measured once with OMP_NUM_THREADS=1 (semseg mIoU, parts mIoU, sal maxIoU, normals mean error)
 EXPECTED = {
-    'polyhistor-lite': (0.384726, 2.349062, 9.899343, 85.800432),
+    'polyhistor-lite': (0.423802, 1.664903, 10.37679, 82.571598),
     'decoders-only': (0.153691, 0.701793, 13.009443, 49.961803),
     'mt-full-ft': (0.160935, 0.691075, 12.529098, 30.254539),
 }
@@ -34,6 +39,15 @@ def test_demo_pretrains_adapts_compares_and_draws(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1')  # the pinned numbers are one thread's
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # one short line per phase; mmengine's hook tables and iteration logs stay in the work dirs' logs
+    phases = [ln for ln in res.stdout.splitlines() if ln.startswith('[')]
+    assert len(phases) == 1 + 1 + 3 + 1 + 1, res.stdout  # start, pretrain, 3 methods, export, PNGs
+    assert 'RuntimeInfoHook' not in res.stdout + res.stderr and 'Iter(train)' not in res.stdout + res.stderr
+    for slug in ('pretrain/run', 'polyhistor-lite', 'decoders-only', 'mt-full-ft'):
+        log = (work / slug / 'train.log').read_text()
+        assert 'RuntimeInfoHook' in log and 'Saving checkpoint at 3 iterations' in log, slug
+    for slug in ('polyhistor-lite', 'decoders-only', 'mt-full-ft'):
+        assert 'Iter(test)' in (work / slug / 'test.log').read_text(), slug
     measured = {}
     for slug in EXPECTED:
         with open(work / slug / 'test_metrics.json') as f:
@@ -65,6 +79,7 @@ def test_demo_pretrains_adapts_compares_and_draws(tmp_path):
     # 2 rows of 9 tiles (input + gt/pred for 4 tasks) of 64x64 images magnified 3x, plus a title bar
     assert grid.shape[0] == 14 + 2 * 64 * 3 and grid.shape[1] == 9 * 66 * 3
     assert len(list((work / 'vis').glob('*.png'))) == 3
+    check_adapter(work, data, rows)
     # a second run reuses the cached pretraining (and a changed setting does not)
     import importlib.util
     spec = importlib.util.spec_from_file_location('run_demo', osp.join(ROOT, 'tools', 'demo', 'run_demo.py'))
@@ -76,3 +91,52 @@ def test_demo_pretrains_adapts_compares_and_draws(tmp_path):
     assert weights.stat().st_mtime_ns == mtime
     key = (work / 'pretrain' / 'pretrained_swin-tiny.pth.key').read_text()
     assert key != run_demo.cache_key(4, str(data))
+
+
+def check_adapter(work, data, rows):
+    """The exported adapter: its files, its size, and a re-loaded model that reproduces Lite's."""
+    import torch
+    from mmengine.config import Config
+    from safetensors.torch import load_file
+
+    from mmpeft.utils.adapter_io import load_adapter
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'demo'))
+    import visualize_predictions as vp
+    lite = work / 'polyhistor-lite'
+    adapter = lite / 'adapter'
+    assert (adapter / 'adapter.safetensors').is_file() and (adapter / 'adapter_config.json').is_file()
+    config = json.loads((adapter / 'adapter_config.json').read_text())
+    tensors = load_file(str(adapter / 'adapter.safetensors'))
+    # what trained is what was exported: the table's "All trainable" count (0.01 M rounding), float32
+    n = sum(t.numel() for k, t in tensors.items() if k in config['trainable'])
+    assert n == config['trainable_count'] and abs(n / 1e6 - float(rows['Polyhistor-Lite'][0].split('/')[1])) <= 0.005
+    # float32 weights; the decoders' BatchNorm counters (num_batches_tracked) are int64
+    assert {str(t.dtype) for k, t in tensors.items() if not k.endswith('num_batches_tracked')} == {'torch.float32'}
+    nbytes = sum(4 * t.numel() if t.dtype == torch.float32 else 8 * t.numel() for t in tensors.values())
+    # safetensors: the raw values plus a JSON header (names, shapes, offsets) of well under 64 kB
+    assert nbytes < (adapter / 'adapter.safetensors').stat().st_size < nbytes + 2 ** 16
+    # only the method, the backbone norms and the decoders: no frozen Swin weight
+    assert not [k for k in tensors if k.endswith(('attn.w_msa.qkv.weight', 'ffn.layers.0.0.weight'))]
+
+    # the model of the config with the delta checkpoint (as tools/test.py) vs pretrained base + adapter
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/demo/polyhistor-lite_swin-tiny_synthetic-mt-64x64.py'))
+    cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': str(work / 'pretrain' / 'pretrained_swin-tiny.pth'),
+                         'val_dataloader.dataset.data_root': str(data / 'synthetic_pascal_mt')})
+    ckpt = (lite / 'last_checkpoint').read_text().strip()
+    trained = vp.build_model(cfg, checkpoint=ckpt)
+    reloaded = vp.build_model(cfg, adapter=str(adapter))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = trained.backbone.peft.forward_tasks(x, list(cfg.tasks))
+        b = reloaded.backbone.peft.forward_tasks(x, list(cfg.tasks))
+    for task in cfg.tasks:
+        for fa, fb in zip(a[task], b[task]):
+            assert torch.equal(fa, fb), task
+    sd_a, sd_b = trained.state_dict(), reloaded.state_dict()
+    assert sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    # the demo's PNGs (drawn from the adapter) are those of the trained checkpoint
+    tasks = list(cfg.model.tasks)
+    for row in vp.predict_rows(cfg, ckpt, 2, 'val'):
+        png = np.array(Image.open(work / 'vis' / f"{row['img_id']}.png"))
+        assert np.array_equal(png, vp.compose(row, tasks)), row['img_id']
+    load_adapter(reloaded, str(adapter))  # loading twice is harmless and still checks the base hash

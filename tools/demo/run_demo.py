@@ -3,18 +3,26 @@
     python tools/demo/run_demo.py [--work-dir work_dirs/demo] [--iters N] [--pretrain-iters N]
 
 1. Pretraining (cached): ``configs/demo/pretrain_swin-tiny_synthetic-semseg-64x64.py`` trains the tiny
-   Swin from scratch on semantic segmentation of synthetic images of their own (no download is
-   possible); its weights go to ``WORK_DIR/pretrain/pretrained_swin-tiny.pth``. A later run reuses
-   them while the pretraining config is unchanged.
+   Swin from scratch on synthetic images of their own (no download is possible); its weights go to
+   ``WORK_DIR/pretrain/pretrained_swin-tiny.pth``. A later run reuses them while the pretraining
+   config, its iterations and the data folder are unchanged.
 2. Adaptation: Polyhistor-Lite, decoders only and multi-task full fine-tuning
    (``configs/demo/*_swin-tiny_synthetic-mt-64x64.py``) start from those weights, train on the
    synthetic PASCAL_MT copy (4 tasks) with ``tools/train.py`` and are evaluated with ``tools/test.py``.
-3. Report: trainable parameters (Encoder / All, from count_params) and the four task metrics per
+3. Export: Polyhistor-Lite's trained result is written as a shareable adapter
+   (``WORK_DIR/polyhistor-lite/adapter``: ``adapter.safetensors`` + ``adapter_config.json``) by
+   ``tools/model_converters/export_adapter.py``.
+4. Report: trainable parameters (Encoder / All, from count_params) and the four task metrics per
    method, with delta_m against multi-task full fine-tuning measured in the same run (the paper's
    Swin-T single-task numbers mean nothing on synthetic data), printed and written to
-   ``WORK_DIR/results.md``; PNGs of Polyhistor-Lite's predictions in ``WORK_DIR/vis``.
+   ``WORK_DIR/results.md``; PNGs of the predictions of the re-loaded adapter (pretrained tiny Swin +
+   ``load_adapter``) in ``WORK_DIR/vis``.
+
+Each phase prints one line; the tools' full output (mmengine's logs) goes to ``*.log`` files in the
+work dirs, and a failing phase prints the end of its log.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -22,10 +30,12 @@ import os.path as osp
 import shutil
 import subprocess
 import sys
+import time
 from typing import Dict, List, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PRETRAIN_CFG = 'configs/demo/pretrain_swin-tiny_synthetic-semseg-64x64.py'
+PRETRAIN_ITERS = 1500
 METHODS: List[Tuple[str, str, str]] = [
     # name, config, key of the pretrained checkpoint in the config
     ('Polyhistor-Lite', 'configs/demo/polyhistor-lite_swin-tiny_synthetic-mt-64x64.py',
@@ -37,11 +47,39 @@ METHODS: List[Tuple[str, str, str]] = [
 ]
 # metric, higher is better
 METRICS = [('semseg/mIoU', True), ('parts/mIoU', True), ('sal/maxIoU', True), ('normals/mean', False)]
+START = time.time()
+_LOG = []  # the open file of WORK_DIR/demo.log: what in-process imports and loggers print
 
 
-def run(cmd: List[str]) -> None:
-    print('+', ' '.join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
+@contextlib.contextmanager
+def quiet():
+    """Send what mmengine / mmpeft print in this process (warnings, log lines) to ``WORK_DIR/demo.log``."""
+    if not _LOG:
+        yield
+        return
+    with contextlib.redirect_stdout(_LOG[0]), contextlib.redirect_stderr(_LOG[0]):
+        yield
+    _LOG[0].flush()
+
+
+def progress(text: str) -> None:
+    """One line per phase: ``[mm:ss] text`` (minutes since the demo started)."""
+    sec = int(time.time() - START)
+    print(f'[{sec // 60:2d}:{sec % 60:02d}] {text}', flush=True)
+
+
+def run(cmd: List[str], log: str) -> None:
+    """Run ``cmd`` in the repository root with its output in ``log``; on failure show the log's end."""
+    os.makedirs(osp.dirname(log), exist_ok=True)
+    with open(log, 'w') as f:
+        f.write('+ ' + ' '.join(cmd) + '\n')
+        f.flush()
+        res = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        with open(log) as f:
+            tail = f.readlines()[-40:]
+        sys.stderr.write(''.join(tail))
+        raise SystemExit(f'demo step failed (exit {res.returncode}): {" ".join(cmd)}\nfull log: {log}')
 
 
 def data_options(data_dir: str, name: str) -> List[str]:
@@ -58,8 +96,9 @@ def iters_options(iters: int) -> List[str]:
 
 def cache_key(iters: int, data_dir: str = None) -> str:
     """What decides the pretrained weights: the resolved pretraining config, iterations, data."""
-    from mmengine.config import Config
-    text = Config.fromfile(osp.join(ROOT, PRETRAIN_CFG)).pretty_text
+    with quiet():
+        from mmengine.config import Config
+        text = Config.fromfile(osp.join(ROOT, PRETRAIN_CFG)).pretty_text
     return hashlib.sha256(f'{text}\n{iters} {data_dir}'.encode()).hexdigest()
 
 
@@ -69,34 +108,40 @@ def pretrain(work_dir: str, iters: int, data_dir: str = None) -> str:
     key = cache_key(iters, data_dir)
     stamp = out + '.key'
     if osp.isfile(out) and osp.isfile(stamp) and open(stamp).read() == key:
-        print(f'pretrained tiny Swin found: {out} (delete it to pretrain again)')
+        progress(f'pretrain: cached tiny Swin {out} (delete it to pretrain again)')
         return out
     run_dir = osp.join(work_dir, 'pretrain', 'run')
     if osp.isdir(run_dir):
         shutil.rmtree(run_dir)
+    t0 = time.time()
     run([sys.executable, 'tools/train.py', PRETRAIN_CFG, '--work-dir', run_dir,
-         '--cfg-options', *iters_options(iters), *data_options(data_dir, 'synthetic_pascal_mt_pretrain')])
+         '--cfg-options', *iters_options(iters), *data_options(data_dir, 'synthetic_pascal_mt_pretrain')],
+        osp.join(run_dir, 'train.log'))
     last = open(osp.join(run_dir, 'last_checkpoint')).read().strip()
-    from mmengine.runner.checkpoint import save_checkpoint
+    with quiet():
+        from mmengine.runner.checkpoint import save_checkpoint
 
-    import mmpeft  # noqa: F401  (atomic save)
-    from mmpeft.utils.checkpoint_io import load_checkpoint_file
-    ckpt = load_checkpoint_file(last)
-    backbone = {k: v for k, v in ckpt['state_dict'].items() if k.startswith('backbone.')}
-    save_checkpoint(dict(meta=dict(source=last, config=PRETRAIN_CFG), state_dict=backbone), out)
+        import mmpeft  # noqa: F401  (atomic save)
+        from mmpeft.utils.checkpoint_io import load_checkpoint_file
+        ckpt = load_checkpoint_file(last)
+        backbone = {k: v for k, v in ckpt['state_dict'].items() if k.startswith('backbone.')}
+        save_checkpoint(dict(meta=dict(source=last, config=PRETRAIN_CFG), state_dict=backbone), out)
     with open(stamp, 'w') as f:
         f.write(key)
+    progress(f'pretrain: tiny Swin from scratch, {iters} iterations, {time.time() - t0:.0f} s -> {out}')
     return out
 
 
 def trainable(config: str) -> Tuple[float, float]:
     sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
-    from count_params import model_counts
-    c = model_counts(osp.join(ROOT, config))
+    with quiet():
+        from count_params import model_counts
+        c = model_counts(osp.join(ROOT, config))
     return c.get('Encoder', dict(trainable=0))['trainable'] / 1e6, c['All']['trainable'] / 1e6
 
 
 def delta_m(metrics: Dict[str, float], ref: Dict[str, float]) -> float:
+    """Mean relative difference to ``ref`` over the four tasks in percent (lower-is-better flipped)."""
     terms = []
     for key, higher in METRICS:
         sign = 1.0 if higher else -1.0
@@ -104,17 +149,24 @@ def delta_m(metrics: Dict[str, float], ref: Dict[str, float]) -> float:
     return sum(terms) / len(terms)
 
 
+def short(metrics: Dict[str, float]) -> str:
+    return ', '.join(f'{k.replace("/", " ")} {metrics[k]:.1f}' for k, _ in METRICS)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description='mmpeft demo: Polyhistor-Lite vs decoders only vs full fine-tuning')
     p.add_argument('--work-dir', default='work_dirs/demo')
     p.add_argument('--iters', type=int, default=None, help='adaptation iterations (default: the configs\')')
-    p.add_argument('--pretrain-iters', type=int, default=1500)
+    p.add_argument('--pretrain-iters', type=int, default=PRETRAIN_ITERS)
     p.add_argument('--num-vis', type=int, default=4)
     p.add_argument('--data-dir', default=None,
                    help="where the synthetic data go (default: the configs' data/)")
     args = p.parse_args()
     work_dir = osp.abspath(osp.join(ROOT, args.work_dir))
     data_dir = osp.abspath(args.data_dir) if args.data_dir else None
+    os.makedirs(work_dir, exist_ok=True)
+    _LOG.append(open(osp.join(work_dir, 'demo.log'), 'a'))
+    progress(f'mmpeft demo: work dir {work_dir} (full logs: *.log there)')
     weights = pretrain(work_dir, args.pretrain_iters, data_dir)
     data_opts = data_options(data_dir, 'synthetic_pascal_mt')
 
@@ -123,14 +175,27 @@ def main() -> None:
         slug = osp.basename(config).split('_')[0]
         run_dir = osp.join(work_dir, slug)
         opts = [f'{key}={weights}', *data_opts] + (iters_options(args.iters) if args.iters else [])
-        run([sys.executable, 'tools/train.py', config, '--work-dir', run_dir, '--cfg-options', *opts])
+        t0 = time.time()
+        run([sys.executable, 'tools/train.py', config, '--work-dir', run_dir, '--cfg-options', *opts],
+            osp.join(run_dir, 'train.log'))
+        t1 = time.time()
         last = open(osp.join(run_dir, 'last_checkpoint')).read().strip()
         metrics_file = osp.join(run_dir, 'test_metrics.json')
         run([sys.executable, 'tools/test.py', config, last, '--work-dir', run_dir, '--out', metrics_file,
-             '--cfg-options', f'{key}={weights}', *data_opts])
+             '--cfg-options', f'{key}={weights}', *data_opts], osp.join(run_dir, 'test.log'))
         metrics = json.load(open(metrics_file))
-        results.append(dict(name=name, config=config, checkpoint=last, metrics=metrics,
+        progress(f'{name}: trained {t1 - t0:.0f} s, tested {time.time() - t1:.0f} s: {short(metrics)}')
+        results.append(dict(name=name, config=config, key=key, slug=slug, checkpoint=last, metrics=metrics,
                             params=trainable(config), size=os.path.getsize(last)))
+
+    # the shareable result: Polyhistor-Lite's trainable tensors as adapter.safetensors + adapter_config.json
+    lite = results[0]
+    adapter = osp.join(work_dir, lite['slug'], 'adapter')
+    run([sys.executable, 'tools/model_converters/export_adapter.py', lite['config'], lite['checkpoint'], adapter,
+         '--cfg-options', f"{lite['key']}={weights}", *data_opts], osp.join(work_dir, lite['slug'], 'export.log'))
+    adapter_mb = os.path.getsize(osp.join(adapter, 'adapter.safetensors')) / 2 ** 20
+    progress(f'export: {lite["name"]} adapter {adapter} (adapter.safetensors {adapter_mb:.2f} MB '
+             '+ adapter_config.json)')
 
     ref = results[-1]['metrics']
     lines = ['| method | Encoder / All trainable (M) | checkpoint (MB) | semseg mIoU | parts mIoU | '
@@ -144,14 +209,16 @@ def main() -> None:
     table = '\n'.join(lines)
     with open(osp.join(work_dir, 'results.md'), 'w') as f:
         f.write(table + '\n')
+
     vis = osp.join(work_dir, 'vis')
-    lite = results[0]
-    run([sys.executable, 'tools/demo/visualize_predictions.py', lite['config'], lite['checkpoint'],
-         '--out', vis, '--num', str(args.num_vis), '--cfg-options', f'{METHODS[0][2]}={weights}', *data_opts])
+    run([sys.executable, 'tools/demo/visualize_predictions.py', lite['config'], '--adapter', adapter,
+         '--out', vis, '--num', str(args.num_vis), '--cfg-options', f"{lite['key']}={weights}", *data_opts],
+        osp.join(vis, 'visualize.log'))
+    progress(f'PNGs: {args.num_vis} validation images, predicted by the re-loaded adapter -> {vis}')
     print('\nmmpeft demo on synthetic PASCAL_MT (64x64), tiny Swin pretrained by the demo itself:\n')
     print(table)
-    print(f'\n(Polyhistor-Lite checkpoints are deltas: trainable weights only.) Results: '
-          f'{osp.join(work_dir, "results.md")}; predictions: {vis}')
+    print(f'\n(Polyhistor-Lite checkpoints are deltas: trainable weights only; its adapter: {adapter}.) '
+          f'Results: {osp.join(work_dir, "results.md")}; predictions: {vis}')
 
 
 if __name__ == '__main__':

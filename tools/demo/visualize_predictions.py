@@ -1,16 +1,20 @@
 """Write PNGs of a multi-task model's four predicted maps beside the input and the ground truth.
 
     python tools/demo/visualize_predictions.py CONFIG CHECKPOINT [--out DIR] [--num N] [--split val]
+    python tools/demo/visualize_predictions.py CONFIG --adapter ADAPTER_DIR [...]
 
 One PNG per image (``<img_id>.png``) and ``grid.png`` with all of them: columns are the input, then
 ground truth / prediction for semantic segmentation, human parts, saliency and surface normals
 (normals drawn as RGB = (n + 1) / 2; invalid pixels black). Any checkpoint mmengine loads works,
-delta checkpoints included.
+delta checkpoints included. ``--adapter DIR`` instead of a checkpoint: the model of CONFIG gets its
+base weights from its own initialisation (the pretrained file its ``init_cfg`` names), then the adapter
+that ``tools/model_converters/export_adapter.py`` wrote (``adapter.safetensors`` +
+``adapter_config.json``) is attached, checked by :func:`mmpeft.utils.adapter_io.load_adapter`.
 """
 import argparse
 import os
 import os.path as osp
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -22,6 +26,7 @@ from PIL import Image, ImageDraw
 
 import mmpeft  # noqa: F401
 from mmpeft.datasets.pascal_context_mt import voc_palette
+from mmpeft.utils.adapter_io import load_adapter
 
 TASK_TITLES = dict(semseg='semseg', parts='parts', sal='saliency', normals='normals')
 
@@ -52,11 +57,24 @@ def render(task: str, field: np.ndarray, palette: np.ndarray, gt: bool) -> np.nd
     return img
 
 
-def predict_rows(cfg: Config, checkpoint: str, num: int, split: str) -> List[dict]:
+def build_model(cfg: Config, checkpoint: Optional[str] = None, adapter: Optional[str] = None) -> torch.nn.Module:
+    """The model of ``cfg`` in eval mode, with ``checkpoint`` loaded strictly, or on its pretrained base
+    weights (``init_weights``) with the adapter folder ``adapter`` attached (checked)."""
+    if (checkpoint is None) == (adapter is None):
+        raise ValueError('give either a checkpoint or an adapter folder (--adapter), not both or neither')
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    model.eval()
+    if adapter is not None:
+        model.init_weights()
+        load_adapter(model, adapter, cfg)
+    else:
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    return model.eval()
+
+
+def predict_rows(cfg: Config, checkpoint: Optional[str], num: int, split: str,
+                 adapter: Optional[str] = None) -> List[dict]:
+    model = build_model(cfg, checkpoint, adapter)
     loader = cfg.get(f'{split}_dataloader')
     if loader is None:
         raise KeyError(f'config has no {split}_dataloader')
@@ -103,21 +121,25 @@ def header(width: int, tasks: List[str], tile_w: int) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description='PNGs of multi-task predictions beside inputs and ground truth')
     p.add_argument('config')
-    p.add_argument('checkpoint')
+    p.add_argument('checkpoint', nargs='?', help='checkpoint file (full or delta); or give --adapter')
+    p.add_argument('--adapter', metavar='DIR',
+                   help='adapter folder (adapter.safetensors + adapter_config.json) instead of a checkpoint')
     p.add_argument('--out', default='work_dirs/vis')
     p.add_argument('--num', type=int, default=4, help='number of images')
     p.add_argument('--split', default='val', choices=['train', 'val', 'test'])
     p.add_argument('--scale', type=int, default=3, help='pixel magnification of the small demo images')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
     args = p.parse_args()
+    if (args.checkpoint is None) == (args.adapter is None):
+        p.error('give a CHECKPOINT or --adapter DIR (one of them)')
     for what, path in (('config file', args.config), ('checkpoint file', args.checkpoint)):
-        if not osp.isfile(path):
+        if path is not None and not osp.isfile(path):
             raise FileNotFoundError(f'{what} {path} does not exist')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     tasks = list(cfg.model.get('tasks', ['semseg', 'parts', 'sal', 'normals']))
-    rows = predict_rows(cfg, args.checkpoint, args.num, args.split)
+    rows = predict_rows(cfg, args.checkpoint, args.num, args.split, args.adapter)
     os.makedirs(args.out, exist_ok=True)
     strips = []
     for row in rows:
