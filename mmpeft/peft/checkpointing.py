@@ -159,7 +159,9 @@ class BlockCheckpoint:
         outs = _Recompute.apply(call, *inputs, *self._params())
         if not extra:
             return outs
-        self._set_call_outputs(call.state['call'][0], list(outs[1:]))  # later blocks read the linked tensors
+        # later blocks read the linked tensors (autograd gives the returned objects their history too; set
+        # explicitly so that a method keeping copies is linked as well)
+        self._set_call_outputs(call.state['call'][0], list(outs[1:]))
         return outs[0]
 
     @staticmethod
