@@ -74,6 +74,12 @@ CASES = [
                                              embed_dims_task=8), dict(task='a')),
     ('PolyhistorLite-mmpretrain_swin', 'mmpretrain_swin',
      dict(type='PolyhistorLite', tasks=TASKS, embed_dims_task=8), dict(task='b')),
+    ('TaskAdapters-tasks-swin', 'swin', dict(type='TaskAdapters', tasks=TASKS, reduction_ratio=4),
+     dict(tasks=list(TASKS))),
+    # several methods on one backbone, one task argument
+    ('NOAH', 'timm_vit', dict(type='NOAH', adapter_dims=2, lora_rank=2, num_prompts=2), {}),
+    ('Combined-tasks', 'timm_vit', dict(type='Combined', tasks=TASKS, methods=[dict(type='LoRA', rank=2),
+                                                                               dict(type='SSF')]), dict(task='a')),
 ]
 #: (id, backbone, method, forward kwargs, backend): compiled with fullgraph=True (a graph break is an
 #: error naming it) in eval mode, outputs against eager. One inductor check (~15-30 s cold on 2 cores)
