@@ -23,14 +23,13 @@ import os.path as osp
 import re
 import shlex
 
-import mmengine.config.config
-import mmengine.config.utils
 import pytest
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import DefaultScope
 
 import mmpeft  # noqa: F401
+from mmpeft_testing import metafiles_read_once
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ABL = osp.join(ROOT, 'configs', 'hst', 'ablations')
@@ -80,15 +79,9 @@ def hand_change(options: dict, bench: str) -> int:
 
 
 @pytest.fixture(scope='module', autouse=True)
-def resolve_bases_once():
-    """mmengine re-reads the toolboxes' metafiles for every ``mmdet::`` / ``mmpretrain::`` base; they do
-    not change during the run, so read them once."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mmengine.config.utils, 'load', functools.lru_cache(maxsize=None)(mmengine.config.utils.load))
-    mp.setattr(mmengine.config.config, 'is_installed',
-               functools.lru_cache(maxsize=None)(mmengine.config.config.is_installed))
-    yield
-    mp.undo()
+def read_metafiles_once():
+    with metafiles_read_once():
+        yield
 
 
 @functools.lru_cache(maxsize=None)

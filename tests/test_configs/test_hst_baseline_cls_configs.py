@@ -21,8 +21,6 @@ import glob
 import importlib.util
 import os.path as osp
 
-import mmengine.config.config
-import mmengine.config.utils
 import pytest
 import torch
 from mmengine.config import Config
@@ -30,6 +28,7 @@ from mmengine.registry import DefaultScope
 from tiny_vtab import write_vtab_task
 
 import mmpeft  # noqa: F401
+from mmpeft_testing import metafiles_read_once
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASE_VTAB = osp.join(ROOT, 'configs', 'baselines', 'vtab1k')
@@ -91,14 +90,9 @@ DECIDING = {('vtab1k', 'vpt-deep'): 'prompt length 50 vs VPT per-task lengths',
 
 
 @pytest.fixture(scope='module', autouse=True)
-def resolve_bases_once():
-    """``mmpretrain::`` bases make mmengine re-read package metadata per load; it does not change here."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mmengine.config.utils, 'load', functools.lru_cache(maxsize=None)(mmengine.config.utils.load))
-    mp.setattr(mmengine.config.config, 'is_installed',
-               functools.lru_cache(maxsize=None)(mmengine.config.config.is_installed))
-    yield
-    mp.undo()
+def read_metafiles_once():
+    with metafiles_read_once():
+        yield
 
 
 @functools.lru_cache(maxsize=None)

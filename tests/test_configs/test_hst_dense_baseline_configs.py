@@ -21,8 +21,6 @@ import os.path as osp
 import re
 from types import SimpleNamespace
 
-import mmengine.config.config
-import mmengine.config.utils
 import pytest
 import torch
 from mmengine.config import Config
@@ -30,6 +28,7 @@ from mmengine.registry import DefaultScope
 from tools_import import _load
 
 import mmpeft  # noqa: F401
+from mmpeft_testing import metafiles_read_once
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 count_params_py = _load('count_params', 'tools/analysis_tools/count_params.py')
@@ -103,14 +102,9 @@ def row_path(family: str, method: str) -> str:
 
 # ------------------------------------------------------------------ loading
 @pytest.fixture(scope='module', autouse=True)
-def resolve_bases_once():
-    """``mmdet::`` / ``mmseg::`` bases make mmengine re-read package metadata per load; it does not change here."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mmengine.config.utils, 'load', functools.lru_cache(maxsize=None)(mmengine.config.utils.load))
-    mp.setattr(mmengine.config.config, 'is_installed',
-               functools.lru_cache(maxsize=None)(mmengine.config.config.is_installed))
-    yield
-    mp.undo()
+def read_metafiles_once():
+    with metafiles_read_once():
+        yield
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,8 +14,6 @@ import glob
 import os
 import os.path as osp
 
-import mmengine.config.config
-import mmengine.config.utils
 import numpy as np
 import pytest
 import torch
@@ -25,6 +23,7 @@ from tiny_vtab import write_vtab_task
 
 import mmpeft  # noqa: F401
 from mmpeft.datasets import VTAB1K_TASKS
+from mmpeft_testing import metafiles_read_once
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 VTAB_DIR = osp.join(ROOT, 'configs', 'hst', 'vtab1k')
@@ -59,15 +58,9 @@ TINY_VIT = dict(depth=4, embed_dim=32, num_heads=2, img_size=64)
 
 
 @pytest.fixture(scope='module', autouse=True)
-def resolve_bases_once():
-    """Each ``mmpretrain::`` base makes mmengine re-read the package metadata (``is_installed``
-    reloads pkg_resources) and its metafiles; they do not change during the run, so do it once."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mmengine.config.utils, 'load', functools.lru_cache(maxsize=None)(mmengine.config.utils.load))
-    mp.setattr(mmengine.config.config, 'is_installed',
-               functools.lru_cache(maxsize=None)(mmengine.config.config.is_installed))
-    yield
-    mp.undo()
+def read_metafiles_once():
+    with metafiles_read_once():
+        yield
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,15 +6,14 @@ Hyperformer the reduction ratio its count implies. Checked: that nothing else di
 config, that every config builds (meta device, as count_params.py --device meta), and that its Encoder /
 All trainable counts are Table 8's within the band README.md (this folder) documents per row.
 """
-import functools
 import importlib.util
 import os.path as osp
 
-import mmengine.config.utils
 import pytest
 from mmengine.config import Config
 
 import mmpeft  # noqa: F401  (the mmpeft:: / toolbox bases and the registries)
+from mmpeft_testing import metafiles_read_once
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FOLDER = 'configs/polyhistor/moby-tiny'
@@ -50,11 +49,8 @@ CONFIGS = {**ST, **ROWS}
 
 @pytest.fixture(scope='module', autouse=True)
 def read_metafiles_once():
-    """mmengine re-reads every toolbox's metafiles for each ``mmseg::`` base; they do not change here."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mmengine.config.utils, 'load', functools.lru_cache(maxsize=None)(mmengine.config.utils.load))
-    yield
-    mp.undo()
+    with metafiles_read_once():
+        yield
 
 
 @pytest.fixture(scope='module')

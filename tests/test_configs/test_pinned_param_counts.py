@@ -6,13 +6,13 @@ here (a band around the paper's numbers would let it pass). The paper comparison
 Models are built on the meta device (the same modules, no weight storage) to keep CI fast; one config
 is also built the default way, on the CPU, to show the shortcut counts what ``count_params.py`` counts.
 """
-import functools
 import importlib.util
 import os.path as osp
 from typing import Dict
 
-import mmengine.config.utils
 import pytest
+
+from mmpeft_testing import metafiles_read_once
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location('update_counts', osp.join(ROOT, 'tools', 'dev', 'update_counts.py'))
@@ -27,12 +27,8 @@ REPIN = ('If the change is intended (e.g. issue #10 changes the HST modules), re
 
 @pytest.fixture(scope='module', autouse=True)
 def read_metafiles_once():
-    """mmengine resolves each ``mmdet::`` / ``mmseg::`` base by reading all of the package's YAML
-    metafiles (about 1 s per base here); they do not change during the run, so read each once."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mmengine.config.utils, 'load', functools.lru_cache(maxsize=None)(mmengine.config.utils.load))
-    yield
-    mp.undo()
+    with metafiles_read_once():
+        yield
 
 
 def differences(got: Dict[str, Dict[str, int]], want: Dict[str, Dict[str, int]]) -> str:

@@ -13,7 +13,6 @@ import importlib.util
 import os.path as osp
 from typing import Dict, NamedTuple, Optional, Tuple
 
-import mmengine.config.utils
 import pytest
 import torch
 import torch.nn as nn
@@ -22,9 +21,9 @@ from mmengine.registry import init_default_scope
 
 import mmpeft  # noqa: F401
 from mmpeft.backbones import build_peft_backbone
-from mmpeft.peft.policy import match_names
 from mmpeft.registry import MODELS
 from mmpeft.utils.param_count import count_params
+from mmpeft_testing import check_trainable_params_hooks, metafiles_read_once
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location('count_params_tool',
@@ -102,11 +101,8 @@ ROWS = [
 
 @pytest.fixture(scope='module', autouse=True)
 def read_metafiles_once():
-    """mmengine reads the toolboxes' YAML metafiles for every config it parses; read each once."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mmengine.config.utils, 'load', functools.lru_cache(maxsize=None)(mmengine.config.utils.load))
-    yield
-    mp.undo()
+    with metafiles_read_once():
+        yield
 
 
 def path(stem: str) -> str:
@@ -144,16 +140,7 @@ def check_config(stem: str) -> None:
     assert cfg.test_evaluator.single_task_baselines == SINGLE_TASK
 
 
-def check_hooks(cfg: Config, model: nn.Module) -> None:
-    """The TrainableParamsHook expectations hold for the PVT model (each pattern matches something)."""
-    params = dict(model.named_parameters())
-    trainable = {n for n, p in params.items() if p.requires_grad}
-    for hook in cfg.get('custom_hooks', []):
-        if hook['type'] == 'TrainableParamsHook':
-            _, per = match_names(params, hook.get('expect_trainable'), 'expect_trainable')
-            assert all(set(v) <= trainable for v in per.values())
-            _, per = match_names(params, hook.get('expect_frozen'), 'expect_frozen')
-            assert all(not set(v) & trainable for v in per.values())
+check_hooks = check_trainable_params_hooks  # the config's TrainableParamsHook expectations hold
 
 
 @pytest.mark.parametrize('row', ROWS, ids=[r.name for r in ROWS])

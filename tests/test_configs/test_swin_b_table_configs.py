@@ -18,16 +18,15 @@ import importlib.util
 import os.path as osp
 from typing import Dict, NamedTuple, Optional, Tuple
 
-import mmengine.config.utils
 import pytest
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmpeft  # noqa: F401
-from mmpeft.peft.policy import match_names
 from mmpeft.registry import MODELS
 from mmpeft.utils.param_count import count_params
+from mmpeft_testing import check_trainable_params_hooks, metafiles_read_once
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location('count_params_tool',
@@ -102,12 +101,8 @@ LITE_PRES = {1: BOTH, 2: BOTH, 4: ('in1k',), 8: ('in1k',), 32: BOTH}
 
 @pytest.fixture(scope='module', autouse=True)
 def read_metafiles_once():
-    """mmengine reads the toolboxes' YAML metafiles for every config it parses (most of the parse time);
-    they do not change during the run, so read each once (as test_pinned_param_counts.py does)."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mmengine.config.utils, 'load', functools.lru_cache(maxsize=None)(mmengine.config.utils.load))
-    yield
-    mp.undo()
+    with metafiles_read_once():
+        yield
 
 
 def lite_stem(rho: int) -> str:
@@ -156,16 +151,7 @@ def check_same_model_as_in1k(stem: str) -> None:
     assert model == load(stem, 'in1k').model, f'{stem}: the in22k model differs from the in1k one'
 
 
-def check_hooks(cfg: Config, model: nn.Module) -> None:
-    """The TrainableParamsHook expectations inherited from the Swin-T row hold for the Swin-B model."""
-    params = dict(model.named_parameters())
-    trainable = {n for n, p in params.items() if p.requires_grad}
-    for hook in cfg.get('custom_hooks', []):
-        if hook['type'] == 'TrainableParamsHook':
-            _, per = match_names(params, hook.get('expect_trainable'), 'expect_trainable')
-            assert all(set(v) <= trainable for v in per.values())
-            _, per = match_names(params, hook.get('expect_frozen'), 'expect_frozen')
-            assert all(not set(v) & trainable for v in per.values())
+check_hooks = check_trainable_params_hooks  # the config's TrainableParamsHook expectations hold
 
 
 @pytest.mark.parametrize('row', ROWS, ids=[r.name for r in ROWS])

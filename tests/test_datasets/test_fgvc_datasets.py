@@ -10,14 +10,13 @@ import os
 import os.path as osp
 import pickle
 
-import mmengine.config.config
-import mmengine.config.utils
 import numpy as np
 import pytest
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmpeft  # noqa: F401
+from mmpeft_testing import metafiles_read_once
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FGVC_DIR = osp.join(ROOT, 'configs', 'hst', 'fgvc')
@@ -35,15 +34,9 @@ LABELS = [817, 295, 1010, 295, 817, 1010]
 
 
 @pytest.fixture(scope='module', autouse=True)
-def resolve_bases_once():
-    """Each ``mmpretrain::`` base makes mmengine re-read the package metadata and metafiles; they do
-    not change during the run, so read them once."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mmengine.config.utils, 'load', functools.lru_cache(maxsize=None)(mmengine.config.utils.load))
-    mp.setattr(mmengine.config.config, 'is_installed',
-               functools.lru_cache(maxsize=None)(mmengine.config.config.is_installed))
-    yield
-    mp.undo()
+def read_metafiles_once():
+    with metafiles_read_once():
+        yield
 
 
 @functools.lru_cache(maxsize=None)

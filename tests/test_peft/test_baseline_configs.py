@@ -14,9 +14,9 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData, PixelData
 
 import mmpeft  # noqa: F401
-from mmpeft.peft.policy import match_names
 from mmpeft.registry import MODELS
 from mmpeft.utils.param_count import count_params
+from mmpeft_testing import check_trainable_params_hooks
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG = osp.join(ROOT, 'configs', 'baselines')
@@ -56,17 +56,7 @@ def test_every_row_has_a_config():
     assert want == {n for n in ALL if not n.endswith(DENSE)}
 
 
-def check_hook_patterns(cfg: Config, model: torch.nn.Module) -> None:
-    """The config's TrainableParamsHook expectations hold for the built model."""
-    params = dict(model.named_parameters())
-    trainable = {n for n, p in params.items() if p.requires_grad}
-    for hook in cfg.get('custom_hooks', []):
-        if hook['type'] != 'TrainableParamsHook':
-            continue
-        _, per = match_names(params, hook.get('expect_trainable'), 'expect_trainable')
-        assert all(set(v) <= trainable for v in per.values())
-        _, per = match_names(params, hook.get('expect_frozen'), 'expect_frozen')
-        assert all(not set(v) & trainable for v in per.values())
+check_hook_patterns = check_trainable_params_hooks  # the config's TrainableParamsHook expectations hold
 
 
 @pytest.mark.parametrize('method', sorted(SWIN_T_ROWS))
