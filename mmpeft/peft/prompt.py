@@ -77,17 +77,15 @@ class PromptTokens(TaskWise):
         x = args[0]
         return (torch.cat([x, p.expand(x.shape[0], -1, -1)], dim=1),) + args[1:]  # p: (1 or B, P, d)
 
-    # -- VPT-deep on a plain ViT: this block's prompts in, their outputs out ------------------------
+    # -- VPT-deep on a plain ViT: this block's prompts in, their outputs out (VPT-shallow's first block
+    # takes its prompts the same way) ------------------------------------------------------------------
     def insert(self, module: nn.Module, args):
         return self._joined(args, self.tokens().unsqueeze(0))
 
     def strip(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
         return output[:, :-self.num_tokens]
 
-    # -- VPT-shallow on a plain ViT: the first block takes the prompts, later ones the carried states
-    def insert_first(self, module: nn.Module, args):
-        return self._joined(args, self.tokens().unsqueeze(0))
-
+    # -- VPT-shallow on a plain ViT: later blocks take the carried states
     def insert_carried(self, module: nn.Module, args):
         if self.carry.tensor is None:
             raise RuntimeError('VPT-shallow: a later block ran before the first one in this backbone call')
@@ -159,7 +157,7 @@ class VPT(TaskWiseMethod):
             peft.hook('', self.carry.clear, pre=True, gated=False)
             peft.hook('', self.carry.clear, always_call=True, gated=False)
             for i, blk in enumerate(blocks):
-                peft.hook(blk.name, prompts.insert_first if i == 0 else prompts.insert_carried, pre=True)
+                peft.hook(blk.name, prompts.insert if i == 0 else prompts.insert_carried, pre=True)
                 peft.hook(blk.name, prompts.strip_last if i == len(blocks) - 1 else prompts.strip_carried)
 
     # -- with_cp: a checkpointed block's carried prompt states are its inputs and outputs -----------
