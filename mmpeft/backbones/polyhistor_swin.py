@@ -54,10 +54,6 @@ class PolyhistorSwin(PretrainedSwin):
                  **kwargs):
         if mode not in METHODS:
             raise ValueError(f'PolyhistorSwin: mode must be one of {MODES}, got {mode!r}')
-        tasks = tuple(tasks) if not isinstance(tasks, str) else tasks
-        if not tasks or isinstance(tasks, str) or len(set(tasks)) != len(tasks) \
-                or not all(isinstance(t, str) for t in tasks):
-            raise ValueError(f'PolyhistorSwin: tasks must be distinct names, got {tasks!r}')
         extra = dict(scales=scales) if mode == 'polyhistor_lite' else {}
         if scales is not None and mode != 'polyhistor_lite':
             raise ValueError(f"PolyhistorSwin: scales are Polyhistor-Lite's Scaling Kernel sizes; mode={mode!r} "

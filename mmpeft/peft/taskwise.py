@@ -35,6 +35,8 @@ class TaskSwitch:
 
     def __init__(self, num_tasks: Optional[int] = None, tasks: Optional[Sequence[str]] = None):
         if tasks is not None:
+            if isinstance(tasks, str):  # tuple('sal') would be three one-letter tasks
+                raise ValueError(f'tasks must be a list of distinct task names, got the string {tasks!r}')
             tasks = tuple(tasks)
             if not tasks or not all(isinstance(t, str) for t in tasks) or len(set(tasks)) != len(tasks):
                 raise ValueError(f'tasks must be distinct task names, got {tasks!r}')

@@ -59,6 +59,8 @@ def test_task_switch():
     assert TaskSwitch().index == 0
     with pytest.raises(ValueError):
         TaskSwitch(num_tasks=0)
+    with pytest.raises(ValueError, match="the string 'sal'"):  # not three one-letter tasks
+        TaskSwitch(tasks='sal')
 
 
 def test_task_argument_and_single_task_calls():
