@@ -3,8 +3,11 @@
 Paper appendix C (Figure 7, Table 9). Every number is measured in this one run, and the ratios are
 printed against the baseline measured beside it:
 
-* **training** -- the same Mask R-CNN (``configs/hst/mask-rcnn_vit-b_{hst,full-ft,linear-probe}_1x_coco.py``,
-  random weights) on the same synthetic batch: the median seconds per step (forward, backward,
+* **training** -- the same detector or segmentor (``--task det``: Mask R-CNN,
+  ``configs/hst/mask-rcnn_vit-b_{hst,full-ft,linear-probe}_1x_coco.py``; ``--task seg``: UperNet,
+  ``configs/hst/upernet_vit-b_{hst,full-ft,linear-probe}_160k_ade20k-512x512.py``, which needs none of
+  mmcv's compiled ops, so it runs on a GPU whose mmcv was built with CPU ops only), random weights, on
+  the same synthetic batch: the median seconds per step (forward, backward,
   AdamW step; after ``--warmup`` steps, the first of which allocates the optimizer state) and peak
   memory -- on CPU the process's peak resident set (``ru_maxrss``) and its rise over the resident set
   after building the model, on a GPU ``torch.cuda.max_memory_allocated``. Each mode runs in its own
@@ -15,10 +18,10 @@ printed against the baseline measured beside it:
   both alike) after warm-up; images / s from the median pass, with ``torch.inference_mode``.
   ``--infer-scope`` says what is timed:
 
-  - ``neck`` (default): the detectors' feature extractor, backbone + FPN (``extract_feat`` of the
-    two Mask R-CNN configs). The RPN / RoI heads after it are the same modules on maps of the same
-    shapes, so they add the same cost to both (and with random weights their proposal counts, hence
-    their time, are noise);
+  - ``neck`` (default): the models' feature extractor (``extract_feat`` of the two configs of
+    ``--task``: backbone + FPN for Mask R-CNN, the backbone for UperNet, whose FPN is in its head). The
+    heads after it are the same modules on maps of the same shapes, so they add the same cost to both
+    (and with random weights a detector's proposal counts, hence its time, are noise);
   - ``backbone``: ``HSTViT`` vs ``ViTPyramid`` alone;
   - ``classifier``: Table 9's own setting -- the ViT-B/16 classifier (plain ViT, cls token + linear
     head) vs HST with the classification side network ``[32, 48, 64, 72]`` (pooled + linear head).
@@ -36,6 +39,7 @@ Defaults are sized for a few minutes on a small CPU::
     python benchmarks/hst_speed_memory.py --threads 2                          # ViT-B, train 192^2 x 2
     python benchmarks/hst_speed_memory.py --skip-train --infer-size 224 --infer-batches 1 32
     python benchmarks/hst_speed_memory.py --vit-depth 4 --size 128 --infer-size 128 --infer-batches 1 8
+    python benchmarks/hst_speed_memory.py --task seg --size 512 --infer-size 512   # UperNet 512x512
     python benchmarks/hst_speed_memory.py --toy   # a smoke run: 4 layers, 64x64, HST vs full-ft, 1 step
 """
 import argparse
@@ -51,10 +55,11 @@ import time
 from typing import Callable, Dict, List, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TRAIN_CONFIGS = {
-    'hst': 'mask-rcnn_vit-b_hst_1x_coco.py',
-    'full-ft': 'mask-rcnn_vit-b_full-ft_1x_coco.py',
-    'linear-probe': 'mask-rcnn_vit-b_linear-probe_1x_coco.py',
+MODES = ('hst', 'full-ft', 'linear-probe')
+# --task: the model that trains; the configs of configs/hst/ for each mode
+TASKS = {
+    'det': ('Mask R-CNN', 'mask-rcnn_vit-b_{}_1x_coco.py'),
+    'seg': ('UperNet', 'upernet_vit-b_{}_160k_ade20k-512x512.py'),
 }
 INFER_SCOPES = ('neck', 'backbone', 'classifier')
 # what --toy sets (explicit flags still win): every part of the script once, at the smallest sizes
@@ -75,7 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--infer-batches', type=int, nargs='+', default=[1, 32])
     p.add_argument('--infer-iters', type=int, default=5, help='timed passes per model and batch size')
     p.add_argument('--infer-scope', choices=INFER_SCOPES, default='neck')
-    p.add_argument('--modes', nargs='+', default=list(TRAIN_CONFIGS), choices=list(TRAIN_CONFIGS))
+    p.add_argument('--task', choices=list(TASKS), default='det',
+                   help='det: Mask R-CNN (needs mmcv ops built for the device); seg: UperNet (no mmcv ops)')
+    p.add_argument('--modes', nargs='+', default=list(MODES), choices=list(MODES))
     p.add_argument('--device', default='cuda' if _cuda() else 'cpu')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     p.add_argument('--profile', action='store_true', help='print the top operators (inference)')
@@ -86,9 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f'tiny sizes for a smoke run: {", ".join(f"{k}={v}" for k, v in TOY.items())}')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.toy:
-        p.set_defaults(**TOY)
+    if args.toy:  # UperNet's pooling module normalises 1x1 maps over the batch: 2 images at least
+        p.set_defaults(**(dict(TOY, batch=2) if args.task == 'seg' else TOY))
         args = p.parse_args(argv)
+    if args.task == 'seg' and args.batch < 2 and not args.skip_train:
+        p.error(f'--batch {args.batch} with --task seg: UperNet\'s pooling module (BatchNorm over 1x1 maps) '
+                'needs 2 images or more in training')
     for name in ('size', 'infer_size'):
         v = getattr(args, name)
         if len(v) not in (1, 2):
@@ -149,6 +159,32 @@ def _build_from_config(name: str, vit_depth, device: str):
     return cfg, revert_sync_batchnorm(model).to(device)
 
 
+def config_name(task: str, mode: str) -> str:
+    """The file under ``configs/hst/`` of ``mode`` (hst, full-ft, linear-probe) for ``task`` (det, seg)."""
+    return TASKS[task][1].format(mode)
+
+
+def _seg_batch(batch: int, size):
+    """``batch`` random images of ``size`` (h, w) with a label map of four class rectangles and an
+    ignored (255) border, as mmseg's ``PackSegInputs`` packs them."""
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    h, w = size
+    g = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for i in range(batch):
+        inputs.append(torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8))
+        label = torch.full((1, h, w), 255, dtype=torch.long)
+        label[:, h // 8:h // 2, w // 8:w // 2] = 1
+        label[:, h // 8:h // 2, w // 2:w - w // 8] = 5
+        label[:, h // 2:h - h // 8, w // 8:w - w // 8] = 2 + i % 3
+        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), img_path=f'{i}.jpg'))
+        s.gt_sem_seg = PixelData(data=label)
+        samples.append(s)
+    return dict(inputs=inputs, data_samples=samples)
+
+
 def _det_batch(batch: int, size):
     import numpy as np
     import torch
@@ -176,10 +212,12 @@ def worker_train(mode: str, args) -> Dict[str, float]:
     import torch
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
-    cfg, model = _build_from_config(TRAIN_CONFIGS[mode], args.vit_depth, args.device)
+    cfg, model = _build_from_config(config_name(args.task, mode), args.vit_depth, args.device)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         optim = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
-    data = _det_batch(args.batch, args.size)
+    data = (_det_batch if args.task == 'det' else _seg_batch)(args.batch, args.size)
+    if getattr(model.data_preprocessor, 'size', None):  # mmseg pads to its crop size: train at --size
+        model.data_preprocessor.size = tuple(args.size)
     model.train()
     if args.device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
@@ -227,9 +265,9 @@ def _inference_models(args) -> Dict[str, Callable]:
                 'hst': lambda x: hst_head(hst(x)[0])}
     fns = {}
     for key, mode in (('full', 'full-ft'), ('hst', 'hst')):
-        _, det = _build_from_config(TRAIN_CONFIGS[mode], args.vit_depth, args.device)
-        det.eval()
-        fns[key] = det.backbone if args.infer_scope == 'backbone' else det.extract_feat
+        _, model = _build_from_config(config_name(args.task, mode), args.vit_depth, args.device)
+        model.eval()
+        fns[key] = model.backbone if args.infer_scope == 'backbone' else model.extract_feat
     return fns
 
 
@@ -300,7 +338,7 @@ def main(argv=None) -> None:
     results = {}
     if not args.skip_train:
         h, w = args.size
-        print(f'\n## Training: Mask R-CNN, {args.batch} x {h}x{w} images, median of {args.steps} steps '
+        print(f'\n## Training: {TASKS[args.task][0]}, {args.batch} x {h}x{w} images, median of {args.steps} steps '
               f'after {max(args.warmup, 1)} warm-up')
         rows = {}
         for mode in args.modes:
@@ -320,8 +358,9 @@ def main(argv=None) -> None:
                   f"{r[mem_key]:.0f} | {t_ratio} | {m_ratio} |")
     if not args.skip_infer:
         h, w = args.infer_size
-        what = {'neck': 'Mask R-CNN backbone + FPN (extract_feat)',
-                'backbone': 'Mask R-CNN backbone',
+        model_name = TASKS[args.task][0]
+        what = {'neck': f'{model_name} feature extractor (extract_feat)',
+                'backbone': f'{model_name} backbone',
                 'classifier': 'ViT-B/16 classifier (Table 9 setting)'}[args.infer_scope]
         full = ('plain ViT-B/16 + linear head' if args.infer_scope == 'classifier'
                 else 'ViT-B/16 + ViTPyramid (full fine-tuning / linear probing model)')

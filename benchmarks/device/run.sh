@@ -2,7 +2,7 @@
 # The GPU benchmarks of mmpeft in one call: prepare an environment on the device machine (no registry there),
 # run each benchmark under its own time budget, write one markdown table per benchmark. See README.md here.
 #
-#   bash benchmarks/device/run.sh [--dry-run | --prepare-only] [--out DIR] [--wheels DIR]
+#   bash benchmarks/device/run.sh [--dry-run | --prepare-only] [--out DIR] [--wheels DIR] [--mmcv-ops MODE]
 #
 #   --dry-run     CPU, no preparation, every benchmark at toy size (what tests/test_tools/test_device_run.py runs)
 #   --prepare-only  prepare (into /tmp/mmpeft-site, or $MMPEFT_SITE) and stop; a later call on the still warm
@@ -10,9 +10,13 @@
 #   --out DIR     output folder (default: $OUT where set, as on the device machine, else work_dirs/device)
 #   --wheels DIR  the pure-Python wheels + mmcv-2.1.0.tar.gz (default: $MMPEFT_WHEELS, .whl, shared/wheels,
 #                 ../shared/wheels: the first that exists); benchmarks/device/fetch_wheels.sh fills .whl
+#   --mmcv-ops MODE  how mmcv's ops are built: auto (default) CUDA ops for the visible GPU, and ops without
+#                 CUDA if that build fails or runs out of its budget; cuda: CUDA ops or stop; cpu: ops without
+#                 CUDA only (the quickest build). Without CUDA ops Mask R-CNN cannot run on the GPU (RoIAlign,
+#                 NMS): HST vs full fine-tuning is then measured on UperNet 512x512 instead
 #
 # Budgets (seconds, environment): MMPEFT_BUDGET_PREPARE (pip installs, 120), MMPEFT_BUDGET_MMCV (the mmcv
-# CUDA build, 360), MMPEFT_BUDGET_<STEP> for each step (HST_EFFICIENCY 150, HST_SPEED_MEMORY 120,
+# CUDA build, 360; MMPEFT_BUDGET_MMCV_CPU, the build without CUDA, 300), MMPEFT_BUDGET_<STEP> for each step (HST_EFFICIENCY 150, HST_SPEED_MEMORY 120,
 # POLYHISTOR_BATCHED 90, MERGE_SPEED 60, COLLECT_ENV 120). A step over its budget is stopped; its table is
 # then missing and timings.md says so; the other steps still run.
 set -uo pipefail
@@ -24,14 +28,19 @@ DRY=0
 PREPARE_ONLY=0
 OUT_DIR="${OUT:-work_dirs/device}"
 WHEELS=""
+MMCV_OPS=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --prepare-only) PREPARE_ONLY=1 ;;
     --out) OUT_DIR="${2:?--out needs a folder}"; shift ;;
     --wheels) WHEELS="${2:?--wheels needs a folder}"; shift ;;
+    --mmcv-ops)
+      MMCV_OPS="${2:-}"; shift
+      case "$MMCV_OPS" in auto|cuda|cpu) ;; *) echo "[device] --mmcv-ops $MMCV_OPS: use auto, cuda or cpu" >&2; exit 2 ;; esac ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) echo "[device] unknown argument $1: use --dry-run, --prepare-only, --out DIR, --wheels DIR" >&2; exit 2 ;;
+    *) echo "[device] unknown argument $1: use --dry-run, --prepare-only, --out DIR, --wheels DIR, --mmcv-ops MODE" >&2
+       exit 2 ;;
   esac
   shift
 done
@@ -123,17 +132,36 @@ prepare() {
     --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "${wheels[@]}" || return 1
   # mmcv's ops for the visible GPU only (tools/dev/cuda_build_plan.py: FORCE_CUDA, TORCH_CUDA_ARCH_LIST, CUDA_HOME)
   local plan
-  plan="$("$PY" tools/dev/cuda_build_plan.py)" || return 1
+  [ "$MMCV_OPS" = cpu ] && export MMPEFT_MMCV_WITHOUT_CUDA=1
+  if ! plan="$("$PY" tools/dev/cuda_build_plan.py)"; then
+    [ "$MMCV_OPS" = auto ] || return 1
+    echo "[device] no CUDA build of mmcv is possible here (above): its ops are built without CUDA"
+    plan="export MMPEFT_MMCV_OPS=cpu"
+  fi
   eval "$plan"
   echo "[device] mmcv build plan: $(echo "$plan" | tr '\n' ' ')"
-  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-16}" step prepare_mmcv "${MMPEFT_BUDGET_MMCV:-360}" \
-    "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-build-isolation --no-cache-dir \
-    --target "$site" "$WHEELS/mmcv-2.1.0.tar.gz" || return 1
-  step prepare_check 120 "$PY" -c "import mmpeft, mmcv.ops, mmdet, mmseg, mmpretrain, timm, torch
+  if ! build_mmcv prepare_mmcv "${MMPEFT_BUDGET_MMCV:-360}" "$site"; then
+    [ "$MMCV_OPS" = auto ] && [ "$MMPEFT_MMCV_OPS" = cuda ] || return 1
+    # the build was the only failure so far (prepare_wheels passed); ops without CUDA still run every
+    # benchmark but Mask R-CNN, which UperNet replaces
+    echo "[device] mmcv's CUDA build failed or ran out of its budget: building its ops without CUDA"
+    FAILED=()
+    unset FORCE_CUDA TORCH_CUDA_ARCH_LIST
+    export MMPEFT_MMCV_OPS=cpu
+    build_mmcv prepare_mmcv_cpu "${MMPEFT_BUDGET_MMCV_CPU:-300}" "$site" || return 1
+  fi
+  step prepare_check 120 "$PY" -c "import os, mmpeft, mmcv.ops, mmdet, mmseg, mmpretrain, timm, torch
 cuda = mmcv.ops.get_compiling_cuda_version()
 print('torch', torch.__version__, 'mmcv', mmcv.__version__, 'ops CUDA', cuda)
-assert not torch.cuda.is_available() or cuda != 'not available', 'mmcv ops were built without CUDA'" || return 1
+assert os.environ['MMPEFT_MMCV_OPS'] != 'cuda' or cuda != 'not available', 'mmcv ops were built without CUDA'" \
+    || return 1
   touch "$site/.mmpeft-ready"
+}
+
+build_mmcv() {  # build_mmcv STEP BUDGET SITE: mmcv 2.1.0 from its source release, with the exported plan
+  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-16}" step "$1" "$2" \
+    "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-build-isolation --no-cache-dir \
+    --target "$3" "$WHEELS/mmcv-2.1.0.tar.gz"
 }
 
 if [ "$DRY" = 0 ]; then
@@ -152,17 +180,28 @@ fi
 
 # ---------------------------------------------------------------------------------------------- benchmarks
 # NAME: table file and log name; each command writes logs/NAME.json (merge_speed.py has no --json: its log).
+# HST vs full fine-tuning trains Mask R-CNN where mmcv's ops carry CUDA (or on CPU), else UperNet 512x512
+# (no mmcv ops): the dry run on CPU takes the UperNet path, which is the one a device run may fall back to
+if "$PY" -c "import sys, mmcv.ops; sys.exit(mmcv.ops.get_compiling_cuda_version() == 'not available')" 2>/dev/null
+then SPEED_TASK=det
+else SPEED_TASK=seg
+fi
 if [ "$DRY" = 1 ]; then
   ARGS_hst_efficiency=(--toy --rows hst-serial --batches 1 --skip-flops)
-  ARGS_hst_speed_memory=(--toy)
+  ARGS_hst_speed_memory=(--toy --task "$SPEED_TASK")
   ARGS_polyhistor_batched=(--toy)
   ARGS_merge_speed=(--toy)
 else
   # sizes for an H200 inside the budgets: Table 9 at the paper's batch sizes (1 / 32 / 128) with fewer
   # passes; Mask R-CNN 1024x1024 training (the issue's size); Polyhistor at the issue's 512x512
   ARGS_hst_efficiency=(--iters 20 --warmup 5 --train-steps 5)
-  ARGS_hst_speed_memory=(--size 1024 --batch 2 --steps 5 --warmup 2 --vit-depth 12 --infer-size 1024
-                         --infer-batches 1 8 --infer-iters 10)
+  if [ "$SPEED_TASK" = det ]; then  # Mask R-CNN 1x: 2 images per GPU
+    ARGS_hst_speed_memory=(--task det --size 1024 --batch 2 --steps 5 --warmup 2 --vit-depth 12
+                           --infer-size 1024 --infer-batches 1 8 --infer-iters 10)
+  else  # UperNet 160k: 4 images per GPU
+    ARGS_hst_speed_memory=(--task seg --size 512 --batch 4 --steps 5 --warmup 2 --vit-depth 12
+                           --infer-size 512 --infer-batches 1 8 --infer-iters 10)
+  fi
   ARGS_polyhistor_batched=(--batch-size 2 --size 512 --iters 5 --warmup 2)
   ARGS_merge_speed=(--model vit_base_patch16_224 --img 224 --batch 32 --repeats 30 --warmup 5)
 fi

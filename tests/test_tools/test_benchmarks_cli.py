@@ -155,3 +155,8 @@ def test_hst_speed_memory_toy(runs):
     (full_ips, full_ratio), (hst_ips, hst_ratio) = ([_positive(c) for c in infer[k]] for k in ('full', 'hst'))
     assert infer['full'][1] == '1.00'
     assert _is_quotient(hst_ratio, 2, hst_ips, full_ips, 2)
+
+
+def test_hst_speed_memory_seg_needs_two_images():
+    res = run_as_main(osp.join('benchmarks', 'hst_speed_memory.py'), '--task', 'seg', '--batch', '1')
+    assert res.returncode == 2 and '--batch 1 with --task seg' in res.stderr and '2 images' in res.stderr

@@ -72,7 +72,9 @@ def test_dry_run_tables_hold_the_measured_rows(dry_run):
     # the dry run asks hst_efficiency for the hst-serial row; full is the baseline it always measures
     text = (out / 'hst_efficiency.md').read_text()
     assert '| full |' in text and '| hst-serial |' in text
-    # hst_speed_memory --toy trains HST and full fine-tuning
+    # hst_speed_memory --toy trains HST and full fine-tuning; this machine's mmcv ops have no CUDA, so on
+    # UperNet (the path a device run takes without CUDA ops)
+    assert '## Training step (UperNet) and memory' in (out / 'hst_speed_memory.md').read_text()
     _, rows = _table_rows((out / 'hst_speed_memory.md').read_text())
     assert sorted(r[0] for r in rows) == ['full-ft', 'hst']
     _, rows = _table_rows((out / 'polyhistor_batched.md').read_text())
@@ -176,3 +178,91 @@ def test_polyhistor_and_merge_and_timings(tables, tmp_path, monkeypatch):
     tsv.write_text('prepare_mmcv\t250.0\tok\nhst_efficiency\t150.2\tstopped at its 150s budget\n')
     text = tables.render('timings', str(tsv), 't')
     assert '| prepare_mmcv | 250 | ok |' in text and '| hst_efficiency | 150.2 | stopped at its 150s budget |' in text
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# run.sh's interpreter with pip faked: each pip call is recorded with the build variables it saw; the mmcv
+# build with FORCE_CUDA=1 outlives any budget (a slow CUDA build); everything else is the real python
+if [ "$1 $2" = "-m pip" ]; then
+  echo "pip FORCE_CUDA=${FORCE_CUDA:-} ARCH=${TORCH_CUDA_ARCH_LIST:-} OPS=${MMPEFT_MMCV_OPS:-} ${*: -1}" >> "$CALLS"
+  if [[ "$*" == *mmcv-2.1.0.tar.gz* && "${FORCE_CUDA:-}" == 1 ]]; then exec sleep 30; fi
+  exit 0
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+@pytest.fixture
+def fake_gpu_machine(tmp_path):
+    """(environment, calls file): a wheel folder with the names the preparation checks, a python whose pip is
+    faked, a visible 9.0 GPU with torch's CUDA 13.0 and a matching CUDA 13.0 toolkit (cuda_build_plan's
+    test variables), an empty site folder."""
+    wheels = tmp_path / 'wheels'
+    wheels.mkdir()
+    for name in ('mmengine-0.10.7', 'mmdet-3.3.0', 'mmsegmentation-1.2.2', 'mmpretrain-1.2.0', 'setuptools-81.0.0'):
+        (wheels / f'{name}-py3-none-any.whl').write_bytes(b'')
+    (wheels / 'mmcv-2.1.0.tar.gz').write_bytes(b'')
+    toolkit = tmp_path / 'cuda-13.0'
+    (toolkit / 'bin').mkdir(parents=True)
+    (toolkit / 'include').mkdir()
+    (toolkit / 'include' / 'cuda_runtime.h').write_text('')
+    nvcc = toolkit / 'bin' / 'nvcc'
+    nvcc.write_text('#!/usr/bin/env bash\necho "Cuda compilation tools, release 13.0, V13.0.88"\n')
+    python = tmp_path / 'python'
+    python.write_text(FAKE_PYTHON)
+    for exe in (nvcc, python):
+        exe.chmod(0o755)
+    calls = tmp_path / 'calls.txt'
+    env = dict(_env(), PYTHON=str(python), REAL_PYTHON=sys.executable, CALLS=str(calls),
+               MMPEFT_SITE=str(tmp_path / 'site'), MMPEFT_WHEELS=str(wheels), CUDA_HOME=str(toolkit),
+               MMPEFT_FAKE_CUDA_DEVICES='9.0', MMPEFT_FAKE_TORCH_CUDA='13.0', MMPEFT_BUDGET_MMCV='2')
+    return env, calls
+
+
+def _prepare(tmp_path, env, *args):
+    out = tmp_path / 'out'
+    proc = subprocess.run(['bash', RUN, '--prepare-only', '--out', str(out), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    _, rows = _table_rows((out / 'timings.md').read_text())
+    return proc, {r[0]: r[2] for r in rows}
+
+
+def test_slow_cuda_build_falls_back_to_ops_without_cuda(tmp_path, fake_gpu_machine):
+    env, calls = fake_gpu_machine
+    proc, status = _prepare(tmp_path, env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert status == {'prepare_wheels': 'ok', 'prepare_mmcv': 'stopped at its 2s budget',
+                      'prepare_mmcv_cpu': 'ok', 'prepare_check': 'ok'}
+    builds = [ln for ln in calls.read_text().splitlines() if ln.endswith('mmcv-2.1.0.tar.gz')]
+    assert [b.split(' OPS=')[0] for b in builds] == ['pip FORCE_CUDA=1 ARCH=9.0', 'pip FORCE_CUDA= ARCH=']
+    assert ' OPS=cpu ' in builds[1]
+    assert (tmp_path / 'site' / '.mmpeft-ready').is_file()
+
+
+def test_cuda_mode_stops_instead_of_falling_back(tmp_path, fake_gpu_machine):
+    env, calls = fake_gpu_machine
+    proc, status = _prepare(tmp_path, env, '--mmcv-ops', 'cuda')
+    assert proc.returncode == 1
+    assert status['prepare_mmcv'] == 'stopped at its 2s budget' and 'prepare_mmcv_cpu' not in status
+    assert not (tmp_path / 'site' / '.mmpeft-ready').exists()
+
+
+def test_cpu_mode_and_a_missing_compiler_build_once_without_cuda(tmp_path, fake_gpu_machine):
+    env, calls = fake_gpu_machine
+    proc, status = _prepare(tmp_path, env, '--mmcv-ops', 'cpu')
+    assert proc.returncode == 0 and status['prepare_mmcv'] == 'ok' and 'prepare_mmcv_cpu' not in status
+    # auto where no compiler matches torch's CUDA (a version no machine has: this one has a CUDA 13.0 nvcc):
+    # the plan's error, then ops without CUDA
+    (tmp_path / 'site' / '.mmpeft-ready').unlink()
+    env = dict(env, CUDA_HOME=str(tmp_path / 'nowhere'), MMPEFT_FAKE_TORCH_CUDA='12.99')
+    proc, status = _prepare(tmp_path, env)
+    assert proc.returncode == 0 and status['prepare_mmcv'] == 'ok', proc.stderr
+    assert 'no CUDA 12.99 compiler' in proc.stderr
+    builds = [ln for ln in calls.read_text().splitlines() if ln.endswith('mmcv-2.1.0.tar.gz')]
+    assert len(builds) == 2 and all(b.startswith('pip FORCE_CUDA= ARCH= OPS=cpu') for b in builds)
+
+
+def test_unknown_mmcv_ops_mode_is_named(tmp_path):
+    proc = subprocess.run(['bash', RUN, '--out', str(tmp_path), '--mmcv-ops', 'gpu'], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and '--mmcv-ops gpu' in proc.stderr and 'auto, cuda or cpu' in proc.stderr
