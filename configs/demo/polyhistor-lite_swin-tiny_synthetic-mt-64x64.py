@@ -11,8 +11,9 @@ model = dict(backbone=dict(
     init_cfg=dict(type='Pretrained', checkpoint={{_base_.pretrained}})))
 # The backbone's trainable part (hyper-networks, task embeddings, scaling kernels, adapter biases and
 # LayerNorms, the Swin's norms) learns at 5x the decoders' rate: the adapters' output scale gamma starts
-# at 0 (the model starts as the frozen backbone), and 600 iterations at 1e-3 leave them barely open
-# (delta_m -6.1% vs -1.8% at 5e-3, decoders only -10.0%; tools/demo/run_demo.py, OMP_NUM_THREADS=1).
+# at 0 (the model starts as the frozen backbone), and a demo's few hundred iterations at 1e-3 leave them
+# barely open (600 iterations: delta_m -6.1% at 1e-3 vs -1.8% at 5e-3, decoders only -10.0%; the
+# demo's 400: -2.6% at 5e-3, decoders only -10.9%; tools/demo/run_demo.py, one thread per run).
 # The paper trains 60 epochs at one rate (1e-4) for every method.
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=5.0)}))
 custom_hooks = [

@@ -11,7 +11,7 @@ val_dataloader = dict(dataset=dict(data_root=pretrain_root, tasks=['semseg'], ge
 test_dataloader = val_dataloader
 val_evaluator = dict(type='MultiTaskDenseMetric', tasks=['semseg'])
 test_evaluator = val_evaluator
-iters = 1500
+iters = 1000
 param_scheduler = [dict(type='LinearLR', start_factor=1.0, end_factor=0.01, begin=0, end=iters, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=iters, max_keep_ckpts=1))

@@ -80,17 +80,37 @@ def test_demo_pretrains_adapts_compares_and_draws(tmp_path):
     assert grid.shape[0] == 14 + 2 * 64 * 3 and grid.shape[1] == 9 * 66 * 3
     assert len(list((work / 'vis').glob('*.png'))) == 3
     check_adapter(work, data, rows)
+    if (os.cpu_count() or 1) > 1:  # --jobs defaults to one per core: Lite and decoders only train side by side
+        starts = {slug: sorted(p.name for p in (work / slug).iterdir() if p.name[:8].isdigit())
+                  for slug in ('polyhistor-lite', 'decoders-only')}  # mmengine's run folders: train, test
+        assert starts['decoders-only'][0] < starts['polyhistor-lite'][1], starts
     # a second run reuses the cached pretraining (and a changed setting does not)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('run_demo', osp.join(ROOT, 'tools', 'demo', 'run_demo.py'))
-    run_demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_demo)
+    run_demo = _run_demo_module()
     weights = work / 'pretrain' / 'pretrained_swin-tiny.pth'
     mtime = weights.stat().st_mtime_ns
     assert run_demo.pretrain(str(work), 3, str(data)) == str(weights)
     assert weights.stat().st_mtime_ns == mtime
     key = (work / 'pretrain' / 'pretrained_swin-tiny.pth.key').read_text()
     assert key != run_demo.cache_key(4, str(data))
+
+
+def _run_demo_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('run_demo', osp.join(ROOT, 'tools', 'demo', 'run_demo.py'))
+    run_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_demo)
+    return run_demo
+
+
+def test_demo_jobs_share_the_cores(monkeypatch):
+    run_demo = _run_demo_module()
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setattr(os, 'cpu_count', lambda: 16)
+    assert run_demo.job_env(3)['OMP_NUM_THREADS'] == '5'
+    assert run_demo.job_env(32)['OMP_NUM_THREADS'] == '1'
+    assert 'OMP_NUM_THREADS' not in run_demo.job_env(1)  # one run at a time: torch's own default
+    monkeypatch.setenv('OMP_NUM_THREADS', '2')  # the user's setting wins
+    assert run_demo.job_env(3)['OMP_NUM_THREADS'] == '2'
 
 
 def check_adapter(work, data, rows):

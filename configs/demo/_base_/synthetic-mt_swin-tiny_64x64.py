@@ -45,7 +45,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='MultiTaskDenseMetric', tasks=tasks)
 test_evaluator = val_evaluator
 
-iters = 600
+iters = 400
 # constructor: optimizer of the trainable parameters only (see configs/_base_/schedules/polyhistor_60e.py)
 optim_wrapper = dict(type='OptimWrapper', constructor='TrainableOnlyOptimWrapperConstructor',
                      optimizer=dict(type='Adam', lr=1e-3, weight_decay=1e-4))
