@@ -16,9 +16,9 @@
 #                 NMS): HST vs full fine-tuning is then measured on UperNet 512x512 instead
 #
 # Budgets (seconds, environment): MMPEFT_BUDGET_PREPARE (pip installs, 120), MMPEFT_BUDGET_MMCV (the mmcv
-# CUDA build, 360; MMPEFT_BUDGET_MMCV_CPU, the build without CUDA, 300), MMPEFT_BUDGET_<STEP> for each step (HST_EFFICIENCY 150, HST_SPEED_MEMORY 120,
-# POLYHISTOR_BATCHED 90, MERGE_SPEED 60, COLLECT_ENV 120). A step over its budget is stopped; its table is
-# then missing and timings.md says so; the other steps still run.
+# CUDA build, 360), MMPEFT_BUDGET_MMCV_CPU (the build without CUDA, 300), MMPEFT_BUDGET_<STEP> for each step
+# (HST_EFFICIENCY 150, HST_SPEED_MEMORY 120, POLYHISTOR_BATCHED 90, MERGE_SPEED 60, COLLECT_ENV 120). A step
+# over its budget is stopped; its table is then missing and timings.md says so; the other steps still run.
 set -uo pipefail
 {  # the whole script is read before it runs: editing the file (e.g. a git checkout) mid-run cannot derail it
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -37,7 +37,10 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS="${2:?--wheels needs a folder}"; shift ;;
     --mmcv-ops)
       MMCV_OPS="${2:-}"; shift
-      case "$MMCV_OPS" in auto|cuda|cpu) ;; *) echo "[device] --mmcv-ops $MMCV_OPS: use auto, cuda or cpu" >&2; exit 2 ;; esac ;;
+      case "$MMCV_OPS" in
+        auto|cuda|cpu) ;;
+        *) echo "[device] --mmcv-ops $MMCV_OPS: use auto, cuda or cpu" >&2; exit 2 ;;
+      esac ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "[device] unknown argument $1: use --dry-run, --prepare-only, --out DIR, --wheels DIR, --mmcv-ops MODE" >&2
        exit 2 ;;
