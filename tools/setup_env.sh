@@ -86,7 +86,11 @@ if ! "$PY" -c "$MMCV_SUITS" 2>/dev/null; then
     else
       echo "[setup_env] mmcv: compiling 2.1.0 with ops (about 13 minutes on 2 cores)"
     fi
-    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" --no-build-isolation --no-cache-dir \
+    # mmcv's setup.py compiles CUDA kernels wherever torch sees a GPU, FORCE_CUDA or not: hide it for ops
+    # without CUDA (MMPEFT_MMCV_WITHOUT_CUDA=1 on a GPU machine)
+    HIDE_GPU=()
+    [ "$MMPEFT_MMCV_OPS" = cpu ] && HIDE_GPU=(env CUDA_VISIBLE_DEVICES=)
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${HIDE_GPU[@]}" "${PIP[@]}" --no-build-isolation --no-cache-dir \
       --no-binary mmcv "mmcv==2.1.0"
     "$PY" -c "$MMCV_SUITS" || { echo "[setup_env] the mmcv just built lacks CUDA ops although torch sees a GPU:" \
       "see its build log above" >&2; exit 1; }

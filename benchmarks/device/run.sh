@@ -11,12 +11,13 @@
 #   --wheels DIR  the pure-Python wheels + mmcv-2.1.0.tar.gz (default: $MMPEFT_WHEELS, .whl, shared/wheels,
 #                 ../shared/wheels: the first that exists); benchmarks/device/fetch_wheels.sh fills .whl
 #   --mmcv-ops MODE  how mmcv's ops are built: auto (default) CUDA ops for the visible GPU, and ops without
-#                 CUDA if that build fails or runs out of its budget; cuda: CUDA ops or stop; cpu: ops without
-#                 CUDA only (the quickest build). Without CUDA ops Mask R-CNN cannot run on the GPU (RoIAlign,
-#                 NMS): HST vs full fine-tuning is then measured on UperNet 512x512 instead
+#                 CUDA if that build or its import check fails or runs out of its budget; cuda: CUDA ops or
+#                 stop; cpu: ops without CUDA only (a C++ build with the GPU hidden from it, no nvcc). Without
+#                 CUDA ops Mask R-CNN cannot run on the GPU (RoIAlign, NMS): HST vs full fine-tuning is then
+#                 measured on UperNet 512x512 instead
 #
-# Budgets (seconds, environment): MMPEFT_BUDGET_PREPARE (pip installs, 120), MMPEFT_BUDGET_MMCV (the mmcv
-# CUDA build, 360), MMPEFT_BUDGET_MMCV_CPU (the build without CUDA, 300), MMPEFT_BUDGET_<STEP> for each step
+# Budgets (seconds, environment): MMPEFT_BUDGET_PREPARE (pip installs, 120), MMPEFT_BUDGET_MMCV (the first
+# mmcv build, 360), MMPEFT_BUDGET_MMCV_CPU (auto's second build, without CUDA, 300), MMPEFT_BUDGET_<STEP> for each step
 # (HST_EFFICIENCY 150, HST_SPEED_MEMORY 120, POLYHISTOR_BATCHED 90, MERGE_SPEED 60, COLLECT_ENV 120). A step
 # over its budget is stopped; its table is then missing and timings.md says so; the other steps still run.
 set -uo pipefail
@@ -73,6 +74,9 @@ step() {
   esac
   [ $rc -eq 0 ] || FAILED+=("$name")
   printf '%s\t%s\t%s\n' "$name" "$(elapsed "$t")" "$status" >> "$TIMINGS"
+  # on the device, timings.md so far: a call cut at the device tool's limit still brings back where it was
+  [ "$DRY" = 1 ] || "$PY" benchmarks/device/tables.py timings "$TIMINGS" "$OUT_DIR/timings.md" \
+    --title "Device run: timings (up to $name)" > /dev/null 2>&1
   echo "[device] $name: $status, $(elapsed "$t") s (total $(elapsed "$T0") s)"
   [ $rc -eq 0 ] || tail -n 15 "$LOGS/$name.log" | sed "s/^/[device]   $name| /"
   return $rc
@@ -102,10 +106,17 @@ prepare() {
   for w in configs tools model-index.yml; do
     [ -e "mmpeft/.mim/$w" ] || [ ! -e "$w" ] || ln -s "../../$w" "mmpeft/.mim/$w"
   done
-  # a machine still warm from an earlier call keeps /tmp: its checked environment is used as it is
+  # a machine still warm from an earlier call keeps /tmp: its checked environment is used as it is, unless
+  # CUDA ops are asked for and it has none (the marker holds the ops it was built with: cuda or cpu)
   if [ -f "$site/.mmpeft-ready" ]; then
-    echo "[device] $site was prepared and checked by an earlier call: preparation skipped"
-    return 0
+    local built
+    built="$(cat "$site/.mmpeft-ready")"
+    if [ "$MMCV_OPS" != cuda ] || [ "$built" = cuda ]; then
+      echo "[device] $site was prepared and checked by an earlier call (mmcv ops: ${built:-?}): preparation skipped"
+      return 0
+    fi
+    echo "[device] $site holds mmcv ops without CUDA; --mmcv-ops cuda: preparing again"
+    rm -f "$site/.mmpeft-ready"
   fi
   if [ -z "$WHEELS" ]; then
     for w in "${MMPEFT_WHEELS:-}" .whl shared/wheels ../shared/wheels; do
@@ -135,7 +146,10 @@ prepare() {
     --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "${wheels[@]}" || return 1
   # mmcv's ops for the visible GPU only (tools/dev/cuda_build_plan.py: FORCE_CUDA, TORCH_CUDA_ARCH_LIST, CUDA_HOME)
   local plan
-  [ "$MMCV_OPS" = cpu ] && export MMPEFT_MMCV_WITHOUT_CUDA=1
+  case "$MMCV_OPS" in
+    cpu) export MMPEFT_MMCV_WITHOUT_CUDA=1 ;;
+    cuda) unset MMPEFT_MMCV_WITHOUT_CUDA ;;  # CUDA ops or stop: an inherited opt-out does not count
+  esac
   if ! plan="$("$PY" tools/dev/cuda_build_plan.py)"; then
     [ "$MMCV_OPS" = auto ] || return 1
     echo "[device] no CUDA build of mmcv is possible here (above): its ops are built without CUDA"
@@ -143,28 +157,42 @@ prepare() {
   fi
   eval "$plan"
   echo "[device] mmcv build plan: $(echo "$plan" | tr '\n' ' ')"
-  if ! build_mmcv prepare_mmcv "${MMPEFT_BUDGET_MMCV:-360}" "$site"; then
+  if [ "$MMCV_OPS" = cuda ] && [ "$MMPEFT_MMCV_OPS" != cuda ]; then
+    echo "[device] --mmcv-ops cuda, but torch sees no GPU here: nothing to build CUDA ops for" >&2
+    return 1
+  fi
+  local first_step=("prepare_mmcv" "prepare_check")
+  if ! { build_mmcv prepare_mmcv "${MMPEFT_BUDGET_MMCV:-360}" "$site" && check_mmcv prepare_check; }; then
     [ "$MMCV_OPS" = auto ] && [ "$MMPEFT_MMCV_OPS" = cuda ] || return 1
-    # the build was the only failure so far (prepare_wheels passed); ops without CUDA still run every
-    # benchmark but Mask R-CNN, which UperNet replaces
-    echo "[device] mmcv's CUDA build failed or ran out of its budget: building its ops without CUDA"
-    FAILED=()
+    # ops without CUDA still run every benchmark but Mask R-CNN, which UperNet replaces; the failed step
+    # stays in timings.md but does not fail the run
+    echo "[device] mmcv's CUDA build failed, did not import or ran out of its budget: building its ops without CUDA"
+    local kept=() f
+    for f in "${FAILED[@]}"; do [[ " ${first_step[*]} " == *" $f "* ]] || kept+=("$f"); done
+    FAILED=("${kept[@]}")
+    rm -rf "$site"/mmcv "$site"/mmcv-*.dist-info  # pip --target keeps an installed package
     unset FORCE_CUDA TORCH_CUDA_ARCH_LIST
     export MMPEFT_MMCV_OPS=cpu
-    build_mmcv prepare_mmcv_cpu "${MMPEFT_BUDGET_MMCV_CPU:-300}" "$site" || return 1
+    build_mmcv prepare_mmcv_cpu "${MMPEFT_BUDGET_MMCV_CPU:-300}" "$site" && check_mmcv prepare_check_cpu || return 1
   fi
-  step prepare_check 120 "$PY" -c "import os, mmpeft, mmcv.ops, mmdet, mmseg, mmpretrain, timm, torch
-cuda = mmcv.ops.get_compiling_cuda_version()
-print('torch', torch.__version__, 'mmcv', mmcv.__version__, 'ops CUDA', cuda)
-assert os.environ['MMPEFT_MMCV_OPS'] != 'cuda' or cuda != 'not available', 'mmcv ops were built without CUDA'" \
-    || return 1
-  touch "$site/.mmpeft-ready"
+  echo "$MMPEFT_MMCV_OPS" > "$site/.mmpeft-ready"
 }
 
 build_mmcv() {  # build_mmcv STEP BUDGET SITE: mmcv 2.1.0 from its source release, with the exported plan
-  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-16}" step "$1" "$2" \
+  # mmcv's setup.py compiles CUDA kernels wherever torch sees a GPU, FORCE_CUDA or not: the build without
+  # CUDA runs with the GPU hidden
+  local hide=()
+  [ "$MMPEFT_MMCV_OPS" = cpu ] && hide=(env CUDA_VISIBLE_DEVICES=)
+  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-16}" step "$1" "$2" "${hide[@]}" \
     "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-build-isolation --no-cache-dir \
-    --target "$3" "$WHEELS/mmcv-2.1.0.tar.gz"
+    --upgrade --target "$3" "$WHEELS/mmcv-2.1.0.tar.gz"
+}
+
+check_mmcv() {  # check_mmcv STEP: mmpeft and the toolboxes import; CUDA ops are there if planned
+  step "$1" 120 "$PY" -c "import os, mmpeft, mmcv.ops, mmdet, mmseg, mmpretrain, timm, torch
+cuda = mmcv.ops.get_compiling_cuda_version()
+print('torch', torch.__version__, 'mmcv', mmcv.__version__, 'ops CUDA', cuda)
+assert os.environ['MMPEFT_MMCV_OPS'] != 'cuda' or cuda != 'not available', 'mmcv ops were built without CUDA'"
 }
 
 if [ "$DRY" = 0 ]; then
@@ -177,18 +205,23 @@ if [ "$DRY" = 0 ]; then
   if [ "$PREPARE_ONLY" = 1 ]; then
     "$PY" benchmarks/device/tables.py timings "$TIMINGS" "$OUT_DIR/timings.md" --title "Device run: preparation"
     echo "[device] prepared in $(elapsed "$T0") s; run again without --prepare-only while the machine is warm"
+    [ ${#FAILED[@]} -eq 0 ] || { echo "[device] failed: ${FAILED[*]}" >&2; exit 1; }
     exit 0
   fi
 fi
 
 # ---------------------------------------------------------------------------------------------- benchmarks
 # NAME: table file and log name; each command writes logs/NAME.json (merge_speed.py has no --json: its log).
-# HST vs full fine-tuning trains Mask R-CNN where mmcv's ops carry CUDA (or on CPU), else UperNet 512x512
-# (no mmcv ops): the dry run on CPU takes the UperNet path, which is the one a device run may fall back to
-if "$PY" -c "import sys, mmcv.ops; sys.exit(mmcv.ops.get_compiling_cuda_version() == 'not available')" 2>/dev/null
+# HST vs full fine-tuning trains Mask R-CNN where mmcv's ops carry CUDA, else UperNet 512x512 (no mmcv ops):
+# the dry run on a CPU machine takes the UperNet path, the one a device run may fall back to
+OPS_CUDA="$("$PY" -c "import mmcv.ops; print(mmcv.ops.get_compiling_cuda_version())" 2> "$LOGS/mmcv_ops.log")" \
+  || OPS_CUDA="not importable (logs/mmcv_ops.log)"
+if [ -n "$OPS_CUDA" ] && [ "$OPS_CUDA" != "not available" ] && [[ "$OPS_CUDA" != "not importable"* ]]
 then SPEED_TASK=det
 else SPEED_TASK=seg
 fi
+echo "[device] mmcv ops CUDA: ${OPS_CUDA:-?}: hst_speed_memory trains $([ $SPEED_TASK = det ] && echo 'Mask R-CNN' \
+  || echo 'UperNet') (--task $SPEED_TASK)"
 if [ "$DRY" = 1 ]; then
   ARGS_hst_efficiency=(--toy --rows hst-serial --batches 1 --skip-flops)
   ARGS_hst_speed_memory=(--toy --task "$SPEED_TASK")

@@ -105,12 +105,40 @@ def _run_demo_module():
 def test_demo_jobs_share_the_cores(monkeypatch):
     run_demo = _run_demo_module()
     monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
-    monkeypatch.setattr(os, 'cpu_count', lambda: 16)
+    monkeypatch.setattr(run_demo, 'cores', lambda: 16)
     assert run_demo.job_env(3)['OMP_NUM_THREADS'] == '5'
     assert run_demo.job_env(32)['OMP_NUM_THREADS'] == '1'
     assert 'OMP_NUM_THREADS' not in run_demo.job_env(1)  # one run at a time: torch's own default
     monkeypatch.setenv('OMP_NUM_THREADS', '2')  # the user's setting wins
     assert run_demo.job_env(3)['OMP_NUM_THREADS'] == '2'
+
+
+def test_side_by_side_keeps_order_and_stops_after_a_failure():
+    import threading
+    import time
+    run_demo = _run_demo_module()
+    started, lock = [], threading.Lock()
+
+    def fn(i):
+        with lock:
+            started.append(i)
+        time.sleep(0.3 if i == 0 else 0.05)  # the first finishes last
+        if i == 'bad':
+            raise SystemExit('run failed')  # what run() raises for a failing tool
+        return i * 10
+
+    assert run_demo.side_by_side(fn, [0, 1, 2, 3], 2) == [0, 10, 20, 30]
+    assert sorted(started) == [0, 1, 2, 3]
+    # one at a time: a failure leaves the later items unstarted and is raised
+    started.clear()
+    with pytest.raises(SystemExit, match='run failed'):
+        run_demo.side_by_side(fn, [1, 'bad', 2, 3], 1)
+    assert started == [1, 'bad']
+    # two at a time: the one running beside the failure finishes, nothing new starts
+    started.clear()
+    with pytest.raises(SystemExit, match='run failed'):
+        run_demo.side_by_side(fn, ['bad', 0, 2, 3], 2)
+    assert started == ['bad', 0]
 
 
 def check_adapter(work, data, rows):

@@ -72,9 +72,11 @@ def test_dry_run_tables_hold_the_measured_rows(dry_run):
     # the dry run asks hst_efficiency for the hst-serial row; full is the baseline it always measures
     text = (out / 'hst_efficiency.md').read_text()
     assert '| full |' in text and '| hst-serial |' in text
-    # hst_speed_memory --toy trains HST and full fine-tuning; this machine's mmcv ops have no CUDA, so on
-    # UperNet (the path a device run takes without CUDA ops)
-    assert '## Training step (UperNet) and memory' in (out / 'hst_speed_memory.md').read_text()
+    # hst_speed_memory --toy trains HST and full fine-tuning: Mask R-CNN where mmcv's ops carry CUDA, else
+    # UperNet (the CPU machines' case, and the path a device run takes without CUDA ops)
+    import mmcv.ops
+    model = 'UperNet' if mmcv.ops.get_compiling_cuda_version() == 'not available' else 'Mask R-CNN'
+    assert f'## Training step ({model}) and memory' in (out / 'hst_speed_memory.md').read_text()
     _, rows = _table_rows((out / 'hst_speed_memory.md').read_text())
     assert sorted(r[0] for r in rows) == ['full-ft', 'hst']
     _, rows = _table_rows((out / 'polyhistor_batched.md').read_text())
@@ -181,11 +183,24 @@ def test_polyhistor_and_merge_and_timings(tables, tmp_path, monkeypatch):
 
 
 FAKE_PYTHON = """#!/usr/bin/env bash
-# run.sh's interpreter with pip faked: each pip call is recorded with the build variables it saw; the mmcv
-# build with FORCE_CUDA=1 outlives any budget (a slow CUDA build); everything else is the real python
+# run.sh's interpreter with pip faked: each pip call is recorded with the build variables it saw. The mmcv
+# build follows mmcv 2.1.0's setup.py: CUDA kernels when FORCE_CUDA=1 or a GPU is visible (the fake machine
+# has one unless CUDA_VISIBLE_DEVICES is set empty); such a build outlives any budget (a slow CUDA build),
+# or with FAKE_CUDA_BUILD=ok leaves a mmcv/ marked `cuda` in the target at once. Everything else is the real
+# python (whose mmcv has no CUDA ops: a CUDA build's import check fails).
 if [ "$1 $2" = "-m pip" ]; then
-  echo "pip FORCE_CUDA=${FORCE_CUDA:-} ARCH=${TORCH_CUDA_ARCH_LIST:-} OPS=${MMPEFT_MMCV_OPS:-} ${*: -1}" >> "$CALLS"
-  if [[ "$*" == *mmcv-2.1.0.tar.gz* && "${FORCE_CUDA:-}" == 1 ]]; then exec sleep 30; fi
+  echo "pip FORCE_CUDA=${FORCE_CUDA:-} ARCH=${TORCH_CUDA_ARCH_LIST:-} VISIBLE=${CUDA_VISIBLE_DEVICES-unset}" \\
+    "OPS=${MMPEFT_MMCV_OPS:-} ${*: -1}" >> "$CALLS"
+  if [[ "$*" == *mmcv-2.1.0.tar.gz* ]]; then
+    target=""; prev=""
+    for a in "$@"; do [ "$prev" = --target ] && target="$a"; prev="$a"; done
+    if [[ "${FORCE_CUDA:-}" == 1 || "${CUDA_VISIBLE_DEVICES-unset}" != "" ]]; then
+      [ "${FAKE_CUDA_BUILD:-slow}" = ok ] || exec sleep 30
+      mkdir -p "$target/mmcv" && echo cuda > "$target/mmcv/built"
+    else
+      mkdir -p "$target/mmcv" && echo cpu > "$target/mmcv/built"
+    fi
+  fi
   exit 0
 fi
 exec "$REAL_PYTHON" "$@"
@@ -227,23 +242,40 @@ def _prepare(tmp_path, env, *args):
     return proc, {r[0]: r[2] for r in rows}
 
 
+def _builds(calls):
+    return [ln for ln in calls.read_text().splitlines() if ln.endswith('mmcv-2.1.0.tar.gz')]
+
+
 def test_slow_cuda_build_falls_back_to_ops_without_cuda(tmp_path, fake_gpu_machine):
     env, calls = fake_gpu_machine
     proc, status = _prepare(tmp_path, env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert status == {'prepare_wheels': 'ok', 'prepare_mmcv': 'stopped at its 2s budget',
-                      'prepare_mmcv_cpu': 'ok', 'prepare_check': 'ok'}
-    builds = [ln for ln in calls.read_text().splitlines() if ln.endswith('mmcv-2.1.0.tar.gz')]
-    assert [b.split(' OPS=')[0] for b in builds] == ['pip FORCE_CUDA=1 ARCH=9.0', 'pip FORCE_CUDA= ARCH=']
-    assert ' OPS=cpu ' in builds[1]
-    assert (tmp_path / 'site' / '.mmpeft-ready').is_file()
+                      'prepare_mmcv_cpu': 'ok', 'prepare_check_cpu': 'ok'}
+    # the second build: no FORCE_CUDA and the GPU hidden, or mmcv's setup.py would compile CUDA again
+    assert [b.split(' OPS=')[0] for b in _builds(calls)] == ['pip FORCE_CUDA=1 ARCH=9.0 VISIBLE=unset',
+                                                             'pip FORCE_CUDA= ARCH= VISIBLE=']
+    assert ' OPS=cpu ' in _builds(calls)[1]
+    assert (tmp_path / 'site' / '.mmpeft-ready').read_text().strip() == 'cpu'
+
+
+def test_cuda_build_that_does_not_import_falls_back(tmp_path, fake_gpu_machine):
+    env, calls = fake_gpu_machine
+    proc, status = _prepare(tmp_path, dict(env, FAKE_CUDA_BUILD='ok'))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert status == {'prepare_wheels': 'ok', 'prepare_mmcv': 'ok', 'prepare_check': 'failed (exit 1)',
+                      'prepare_mmcv_cpu': 'ok', 'prepare_check_cpu': 'ok'}
+    assert 'mmcv ops were built without CUDA' in proc.stdout  # the check's message, in the step's log tail
+    assert (tmp_path / 'site' / 'mmcv' / 'built').read_text().strip() == 'cpu'  # the CUDA build is replaced
 
 
 def test_cuda_mode_stops_instead_of_falling_back(tmp_path, fake_gpu_machine):
     env, calls = fake_gpu_machine
-    proc, status = _prepare(tmp_path, env, '--mmcv-ops', 'cuda')
+    # an opt-out inherited from the environment does not count
+    proc, status = _prepare(tmp_path, dict(env, MMPEFT_MMCV_WITHOUT_CUDA='1'), '--mmcv-ops', 'cuda')
     assert proc.returncode == 1
     assert status['prepare_mmcv'] == 'stopped at its 2s budget' and 'prepare_mmcv_cpu' not in status
+    assert len(_builds(calls)) == 1 and _builds(calls)[0].startswith('pip FORCE_CUDA=1 ARCH=9.0')
     assert not (tmp_path / 'site' / '.mmpeft-ready').exists()
 
 
@@ -251,15 +283,19 @@ def test_cpu_mode_and_a_missing_compiler_build_once_without_cuda(tmp_path, fake_
     env, calls = fake_gpu_machine
     proc, status = _prepare(tmp_path, env, '--mmcv-ops', 'cpu')
     assert proc.returncode == 0 and status['prepare_mmcv'] == 'ok' and 'prepare_mmcv_cpu' not in status
+    # a warm machine's folder without CUDA ops: reused by auto, prepared again for --mmcv-ops cuda
+    proc, _ = _prepare(tmp_path, env)
+    assert 'preparation skipped' in proc.stdout and len(_builds(calls)) == 1
+    proc, _ = _prepare(tmp_path, env, '--mmcv-ops', 'cuda')
+    assert 'preparing again' in proc.stdout and proc.returncode == 1 and len(_builds(calls)) == 2
     # auto where no compiler matches torch's CUDA (a version no machine has: this one has a CUDA 13.0 nvcc):
     # the plan's error, then ops without CUDA
-    (tmp_path / 'site' / '.mmpeft-ready').unlink()
     env = dict(env, CUDA_HOME=str(tmp_path / 'nowhere'), MMPEFT_FAKE_TORCH_CUDA='12.99')
     proc, status = _prepare(tmp_path, env)
     assert proc.returncode == 0 and status['prepare_mmcv'] == 'ok', proc.stderr
     assert 'no CUDA 12.99 compiler' in proc.stderr
-    builds = [ln for ln in calls.read_text().splitlines() if ln.endswith('mmcv-2.1.0.tar.gz')]
-    assert len(builds) == 2 and all(b.startswith('pip FORCE_CUDA= ARCH= OPS=cpu') for b in builds)
+    builds = _builds(calls)
+    assert len(builds) == 3 and all(b.startswith('pip FORCE_CUDA= ARCH= VISIBLE= OPS=cpu') for b in builds[::2])
 
 
 def test_unknown_mmcv_ops_mode_is_named(tmp_path):
