@@ -35,9 +35,10 @@ import os.path as osp
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Tuple
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PRETRAIN_CFG = 'configs/demo/pretrain_swin-tiny_synthetic-semseg-64x64.py'
@@ -54,6 +55,8 @@ METHODS: List[Tuple[str, str, str]] = [
 # metric, higher is better
 METRICS = [('semseg/mIoU', True), ('parts/mIoU', True), ('sal/maxIoU', True), ('normals/mean', False)]
 START = time.time()
+T, R = TypeVar('T'), TypeVar('R')
+_PRINT = threading.Lock()  # progress lines come from the threads of the side-by-side runs
 _LOG = []  # the open file of WORK_DIR/demo.log: what in-process imports and loggers print
 
 
@@ -71,7 +74,9 @@ def quiet():
 def progress(text: str) -> None:
     """One line per phase: ``[mm:ss] text`` (minutes since the demo started)."""
     sec = int(time.time() - START)
-    print(f'[{sec // 60:2d}:{sec % 60:02d}] {text}', flush=True)
+    with _PRINT:
+        sys.stdout.write(f'[{sec // 60:2d}:{sec % 60:02d}] {text}\n')
+        sys.stdout.flush()
 
 
 def run(cmd: List[str], log: str, env: Optional[Dict[str, str]] = None) -> None:
@@ -159,12 +164,43 @@ def adapt(method: Tuple[str, str, str], work_dir: str, weights: str, data_opts: 
                 size=os.path.getsize(last))
 
 
+def side_by_side(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> List[R]:
+    """``[fn(item) for item in items]``, ``jobs`` calls at a time in threads, results in the order of ``items``.
+
+    After a call fails (or on Ctrl-C) the items not started yet are not started; the calls running finish
+    and the first failure in the order of ``items`` is raised.
+    """
+    failed = threading.Event()
+
+    def call(item: T) -> Optional[R]:
+        if failed.is_set():
+            return None
+        try:
+            return fn(item)
+        except BaseException:
+            failed.set()
+            raise
+
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(call, item) for item in items]
+        wait(futures, return_when=FIRST_EXCEPTION)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [f.result() for f in futures]
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity, which a container or ``taskset`` may limit)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
 def job_env(jobs: int) -> Dict[str, str]:
-    """The environment of the adaptation runs: ``cores // jobs`` threads each, unless
-    ``OMP_NUM_THREADS`` is set already."""
+    """The environment of the adaptation runs when ``jobs`` of them run at once: ``cores // jobs``
+    threads each, unless ``OMP_NUM_THREADS`` is set already."""
     env = dict(os.environ)
     if jobs > 1 and 'OMP_NUM_THREADS' not in env:
-        env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // jobs))
+        env['OMP_NUM_THREADS'] = str(max(1, cores() // jobs))
     return env
 
 
@@ -195,7 +231,7 @@ def main() -> None:
     p.add_argument('--iters', type=int, default=None, help='adaptation iterations (default: the configs\')')
     p.add_argument('--pretrain-iters', type=int, default=PRETRAIN_ITERS)
     p.add_argument('--num-vis', type=int, default=4)
-    p.add_argument('--jobs', type=int, default=min(len(METHODS), os.cpu_count() or 1),
+    p.add_argument('--jobs', type=int, default=min(len(METHODS), cores()),
                    help='methods adapted at a time (default: one per core, at most %(default)s here)')
     p.add_argument('--data-dir', default=None,
                    help="where the synthetic data go (default: the configs' data/)")
@@ -206,17 +242,16 @@ def main() -> None:
     _LOG.append(open(osp.join(work_dir, 'demo.log'), 'a'))
     if args.jobs < 1:
         p.error(f'--jobs {args.jobs}: give 1 or more')
-    env = job_env(args.jobs)
+    jobs = min(args.jobs, len(METHODS))
+    env = job_env(jobs)
     threads = env.get('OMP_NUM_THREADS', 'default')
-    progress(f'mmpeft demo: work dir {work_dir} (full logs: *.log there); {args.jobs} method(s) at a time, '
+    progress(f'mmpeft demo: work dir {work_dir} (full logs: *.log there); {jobs} method(s) at a time, '
              f'{threads} thread(s) each')
     weights = pretrain(work_dir, args.pretrain_iters, data_dir)
     data_opts = data_options(data_dir, 'synthetic_pascal_mt')
 
-    # Polyhistor-Lite, the longest, starts first; a run that fails stops the demo once the others end
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(adapt, m, work_dir, weights, data_opts, args.iters, env) for m in METHODS]
-    results = [f.result() for f in futures]
+    # Polyhistor-Lite, the longest, first
+    results = side_by_side(lambda m: adapt(m, work_dir, weights, data_opts, args.iters, env), METHODS, jobs)
     for r in results:
         r['params'] = trainable(r['config'])
 
