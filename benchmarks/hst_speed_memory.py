@@ -381,7 +381,7 @@ def main(argv=None) -> None:
             print(profile)
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(args=vars(args), results=results), f, indent=2)
+            json.dump(dict(args=vars(args), model=TASKS[args.task][0], results=results), f, indent=2)
 
 
 if __name__ == '__main__':

@@ -70,7 +70,7 @@ def hst_efficiency(data: Dict[str, Any]) -> List[str]:
 def hst_speed_memory(data: Dict[str, Any]) -> List[str]:
     results = data.get('results', {})
     out: List[str] = []
-    model = {'det': 'Mask R-CNN', 'seg': 'UperNet'}.get(data.get('args', {}).get('task', 'det'), '?')
+    model = data.get('model', 'Mask R-CNN')  # the model hst_speed_memory.py trained (--task)
     out += _section(f'Training step ({model}) and memory', table(results.get('train', {}), first='mode'))
     out += _section('Inference', table(results.get('infer', {}), first='model'))
     return out
